@@ -1,0 +1,1 @@
+"""Compress aerial power-line segmentation models: a DVC pipeline on smp + Lightning."""

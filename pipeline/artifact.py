@@ -1,0 +1,58 @@
+"""Model artifacts: a JSON description plus a tensors-only state_dict (no pickled code)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pipeline.config import ModelCfg
+from pipeline.errors import PipelineError
+from pipeline.models import NORMALISATION, create_model
+
+WEIGHTS, META = "model.pt", "model.json"
+
+
+def save_model(model: nn.Module, folder: Path, meta: dict[str, Any]) -> None:
+    """Write folder/model.pt and folder/model.json, each via a temporary file + rename."""
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = {"normalisation": NORMALISATION, **meta}
+    tmp = folder / f".{WEIGHTS}.tmp"
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
+    os.replace(tmp, folder / WEIGHTS)
+    tmp = folder / f".{META}.tmp"
+    tmp.write_text(json.dumps(meta, indent=1))
+    os.replace(tmp, folder / META)
+
+
+def load_meta(folder: Path) -> dict[str, Any]:
+    """Read folder/model.json."""
+    try:
+        return json.loads((folder / META).read_text())
+    except (OSError, ValueError) as err:
+        raise PipelineError(f"{folder / META}: cannot read model description ({err})") from None
+
+
+def load_model(folder: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model from model.json and load model.pt with weights_only=True."""
+    meta = load_meta(folder)
+    model = create_model(ModelCfg.model_validate(meta["model"]), meta.get("num_classes", 2))
+    try:
+        state = torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except (OSError, RuntimeError, ValueError, EOFError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise PipelineError(f"{folder / WEIGHTS}: cannot load weights ({first})") from None
+    return model, meta
+
+
+def copy_model(src: Path, dst: Path, **meta_updates: Any) -> dict[str, Any]:
+    """Copy a model artifact unchanged (stages not built yet pass their input through)."""
+    model, meta = load_model(src)
+    meta.update(meta_updates)
+    save_model(model, dst, meta)
+    return meta

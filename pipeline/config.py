@@ -1,0 +1,143 @@
+"""Schema of params.yaml: one strict model per section, so typos fail with the valid keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipeline.errors import PipelineError
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors: a misspelt option must not be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class BaseCfg(Strict):
+    seed: int = 0
+    towers: bool = False  # opt-in third class; otherwise towers are background
+    ignore_index: Literal[255] = 255
+
+    @property
+    def num_classes(self) -> int:
+        return 3 if self.towers else 2
+
+
+class SyntheticCfg(Strict):
+    n_train: int = Field(96, ge=1)
+    n_val: int = Field(24, ge=1)
+    n_test: int = Field(24, ge=1)
+    height: int = Field(192, ge=32)
+    width: int = Field(192, ge=32)
+
+
+class FolderCfg(Strict):
+    images: str = "images"
+    masks: str = "masks"
+    # raw mask value -> class id (e.g. {255: 1} for 0/255 masks); unmapped values must
+    # already be class ids or 255 (ignore)
+    mask_values: dict[int, int] = Field(default_factory=dict)
+
+
+class TtplaCfg(Strict):
+    line_labels: list[str] = ["cable"]
+    tower_labels: list[str] = ["tower_lattice", "tower_tucohy", "tower_wooden"]
+    void_labels: list[str] = ["void"]
+    max_image_data_mb: float = 64.0  # larger embedded imageData is refused
+
+
+class GeotiffCfg(Strict):
+    image: str = "scene.tif"
+    mask: str = "mask.tif"
+    tile_size: int = Field(512, ge=32)
+    overlap: int = Field(64, ge=0)
+    region_size: int = Field(2048, ge=32)  # tiles of one region stay in one split
+
+
+class PrepareCfg(Strict):
+    source: Literal["synthetic", "pld-uav", "ttpla", "folder", "geotiff"] = "synthetic"
+    root: str = "pipeline/data/sources/synthetic.py"
+    split_file: str | None = None  # key -> split; pld-uav uses data/splits/pldu.json
+    val_fraction: float = Field(0.15, ge=0, lt=1)
+    test_fraction: float = Field(0.15, ge=0, lt=1)
+    skip_bad: bool = False
+    synthetic: SyntheticCfg = SyntheticCfg()
+    folder: FolderCfg = FolderCfg()
+    ttpla: TtplaCfg = TtplaCfg()
+    geotiff: GeotiffCfg = GeotiffCfg()
+
+
+class ModelCfg(Strict):
+    arch: str = "Unet"
+    encoder: str = "resnet18"
+    encoder_weights: str | None = None  # null or a local weights file; never a hub download
+    encoder_depth: int = Field(5, ge=3, le=5)
+    decoder: dict[str, Any] = Field(default_factory=dict)  # passed to smp, e.g. decoder_channels
+
+
+class TrainCfg(Strict):
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(8, ge=1)
+    eval_batch_size: int = Field(4, ge=1)
+    crop_size: int = Field(128, ge=32)
+    line_crop_fraction: float = Field(0.8, ge=0, le=1)  # share of crops forced to hold line pixels
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    scheduler: Literal["cosine", "none"] = "cosine"
+    loss: str = "dice_bce"
+    loss_options: dict[str, Any] = Field(default_factory=dict)
+    augment: list[dict[str, Any]] = Field(default_factory=list)  # albumentations specs
+    early_stopping_patience: int = Field(0, ge=0)  # 0 = off
+    num_workers: int = Field(0, ge=0)
+    limit_train_batches: int | float | None = None
+
+
+class TrainerCfg(Strict):
+    """Passed through to lightning.Trainer, so GPUs and DDP need no code change."""
+
+    accelerator: str = "cpu"
+    devices: int | str | list[int] = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
+    precision: str = "32-true"
+    deterministic: bool = True
+    log_every_n_steps: int = 5
+    enable_progress_bar: bool = True
+
+
+class BaselineCfg(Strict):
+    # each candidate overrides keys of `model`, e.g. {arch: FPN, encoder: resnet18}
+    candidates: list[dict[str, Any]] = Field(default_factory=lambda: [{}])
+    # pick the highest val IoU among candidates within `iou_tolerance` of the best, then
+    # the fewest MACs: deterministic figures only (latency is reported, never used)
+    iou_tolerance: float = Field(0.02, ge=0)
+    latency_size: int = Field(256, ge=32)
+
+
+def load_params(path: Path | str = "params.yaml") -> dict[str, Any]:
+    """Read params.yaml safely (no arbitrary YAML tags)."""
+    path = Path(path)
+    try:
+        with path.open() as f:
+            params = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise PipelineError(f"{path}: cannot read params ({err})") from err
+    if not isinstance(params, dict):
+        raise PipelineError(f"{path}: expected a mapping of sections")
+    return params
+
+
+def parse_section(params: dict[str, Any], name: str, schema: type[Strict], path: str = "params.yaml"):
+    """Validate one section; errors name the key, the problem and the valid keys."""
+    try:
+        return schema.model_validate(params.get(name) or {})
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join([name, *(str(p) for p in first["loc"])])
+        valid = ", ".join(schema.model_fields)
+        raise PipelineError(f"{path}: {where}: {first['msg']} (valid keys of {name}: {valid})") from None

@@ -1,0 +1,1 @@
+"""Data sources, the prepared-split format and the Lightning data module."""

@@ -1,0 +1,84 @@
+"""SegmentationModule: one LightningModule for every training stage."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from pipeline.config import ModelCfg, TrainCfg
+from pipeline.data.sources.base import IGNORE_INDEX
+from pipeline.losses import create_loss
+from pipeline.metrics import LineMetrics, line_probability
+from pipeline.models import create_model
+
+
+class SegmentationModule(L.LightningModule):
+    """smp model + loss + per-split line metrics; logs `train/loss`, `val/iou`, ...
+
+    `model` may be given ready-made (a pruned network); otherwise it is built from `model_cfg`.
+    """
+
+    def __init__(self, model_cfg: dict[str, Any], train_cfg: dict[str, Any], num_classes: int = 2,
+                 model: nn.Module | None = None, threshold: float = 0.5) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["model"])
+        self.train_cfg = TrainCfg.model_validate(train_cfg)
+        self.model = model if model is not None else create_model(ModelCfg.model_validate(model_cfg), num_classes)
+        self.loss = create_loss(self.train_cfg.loss, self.train_cfg.loss_options, num_classes=num_classes)
+        self.binary = num_classes == 2
+        self.threshold = threshold
+        self.metrics = nn.ModuleDict({split: LineMetrics() for split in ("val", "test")})
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.model(image)
+
+    def _target(self, mask: torch.Tensor) -> torch.Tensor:
+        """smp's binary losses take a float (B, 1, H, W) target; multiclass a long (B, H, W)."""
+        if self.binary:
+            return torch.where(mask == IGNORE_INDEX, IGNORE_INDEX, (mask == 1).long()).unsqueeze(1).float()
+        return mask
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        logits = self(batch["image"])
+        loss = self.loss(logits, self._target(batch["mask"]))
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["mask"]))
+        return loss
+
+    def _eval_step(self, split: str, batch: dict[str, Any]) -> None:
+        logits = self(batch["image"])
+        loss = self.loss(logits, self._target(batch["mask"]))
+        self.log(f"{split}/loss", loss, on_epoch=True, sync_dist=True, batch_size=len(batch["mask"]))
+        self.metrics[split].update(line_probability(logits), batch["mask"])
+
+    def _eval_epoch_end(self, split: str) -> None:
+        values = self.metrics[split].compute(self.threshold)
+        for name, value in values.items():
+            self.log(f"{split}/{name}", value, prog_bar=name == "iou")
+        self.metrics[split].reset()
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step("val", batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step("test", batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        cfg = self.train_cfg
+        optimizers = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}
+        if cfg.optimizer == "sgd":
+            optimizer = torch.optim.SGD(self.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+        else:
+            optimizer = optimizers[cfg.optimizer](self.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        if cfg.scheduler == "none":
+            return {"optimizer": optimizer}
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}

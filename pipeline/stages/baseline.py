@@ -1,0 +1,52 @@
+"""Stage `baseline`: train each candidate architecture/encoder and pick one by accuracy vs cost."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.config import (BaseCfg, BaselineCfg, ModelCfg, TrainCfg, TrainerCfg, load_params,
+                             parse_section)
+from pipeline.plots import iou_vs_gmacs
+from pipeline.stages._cli import parser, run
+from pipeline.study import Variant, run_study, write_json
+
+
+def candidate_name(cfg: ModelCfg, overrides: dict) -> str:
+    """`Unet-resnet18`, plus the other overridden keys when they make the difference."""
+    extra = [f"{k}={v}" for k, v in sorted(overrides.items()) if k not in ("arch", "encoder")]
+    return "-".join([cfg.arch, cfg.encoder, *extra])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Train `baseline.candidates` (overrides of `model`) and keep the chosen one."""
+    p = parser(__doc__)
+    p.add_argument("--data", type=Path, default=Path("data/prepared"))
+    p.add_argument("--out", type=Path, default=Path("checkpoints/baseline"))
+    p.add_argument("--report", type=Path, default=Path("reports/baseline.json"))
+    p.add_argument("--plot", type=Path, default=Path("reports/baseline_iou_vs_gmacs.png"))
+    p.add_argument("--logs", type=Path, default=Path("logs/baseline"))
+    args = p.parse_args(argv)
+
+    def body() -> None:
+        params = load_params(args.params)
+        base = parse_section(params, "base", BaseCfg, args.params)
+        model = parse_section(params, "model", ModelCfg, args.params)
+        train = parse_section(params, "train", TrainCfg, args.params)
+        trainer = parse_section(params, "trainer", TrainerCfg, args.params)
+        cfg = parse_section(params, "baseline", BaselineCfg, args.params)
+        variants = []
+        for overrides in cfg.candidates:
+            candidate = parse_section({"model": {**model.model_dump(), **overrides}}, "model", ModelCfg,
+                                      f"{args.params} (baseline.candidates)")
+            variants.append(Variant(candidate_name(candidate, overrides), candidate, train))
+        record = run_study(variants, trainer, args.data, args.logs, base.seed, base.num_classes,
+                           cfg.latency_size, cfg.iou_tolerance, args.out)
+        write_json(record, args.report)
+        iou_vs_gmacs(record["candidates"], record["winner"], args.plot, "baseline candidates")
+        print(f"chosen: {record['winner']}")
+
+    run(body)
+
+
+if __name__ == "__main__":
+    main()
