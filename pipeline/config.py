@@ -76,7 +76,14 @@ class ModelCfg(Strict):
     encoder: str = "resnet18"
     encoder_weights: str | None = None  # null or a local weights file; never a hub download
     encoder_depth: int = Field(5, ge=3, le=5)
-    decoder: dict[str, Any] = Field(default_factory=dict)  # passed to smp, e.g. decoder_channels
+    # decoder options per architecture, passed to smp: {Unet: {decoder_channels: [...]}};
+    # keyed by arch so that swapping `arch` never feeds one decoder another's options
+    decoder: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    def decoder_options(self) -> dict[str, Any]:
+        """The options for this arch (case-insensitive), or {} for smp's defaults."""
+        by_arch = {name.lower(): options for name, options in self.decoder.items()}
+        return by_arch.get(self.arch.lower(), {})
 
 
 class TrainCfg(Strict):
@@ -133,11 +140,38 @@ def load_params(path: Path | str = "params.yaml") -> dict[str, Any]:
 
 
 def parse_section(params: dict[str, Any], name: str, schema: type[Strict], path: str = "params.yaml"):
-    """Validate one section; errors name the key, the problem and the valid keys."""
+    """Validate one section; errors name the key, the problem and the valid keys there."""
     try:
         return schema.model_validate(params.get(name) or {})
     except ValidationError as err:
         first = err.errors()[0]
-        where = ".".join([name, *(str(p) for p in first["loc"])])
-        valid = ", ".join(schema.model_fields)
-        raise PipelineError(f"{path}: {where}: {first['msg']} (valid keys of {name}: {valid})") from None
+        loc = [str(part) for part in first["loc"]]
+        raise PipelineError(
+            f"{path}: {'.'.join([name, *loc])}: {first['msg']} (valid keys: {', '.join(_keys_at(schema, loc))})"
+        ) from None
+
+
+def _keys_at(schema: type[Strict], loc: list[str]) -> list[str]:
+    """The valid keys of the innermost config model on the error's path."""
+    for part in loc[:-1]:
+        field = schema.model_fields.get(part)
+        inner = field.annotation if field else None
+        if not (isinstance(inner, type) and issubclass(inner, Strict)):
+            break
+        schema = inner
+    return list(schema.model_fields)
+
+
+SECTIONS: dict[str, type[Strict]] = {
+    "base": BaseCfg, "prepare": PrepareCfg, "model": ModelCfg, "train": TrainCfg,
+    "trainer": TrainerCfg, "baseline": BaselineCfg,
+}
+
+
+def validate_params(params: dict[str, Any], path: str = "params.yaml") -> None:
+    """Check every section (used before a preset is written into params.yaml)."""
+    unknown = sorted(set(params) - set(SECTIONS))
+    if unknown:
+        raise PipelineError(f"{path}: unknown section(s) {unknown} (valid sections: {', '.join(SECTIONS)})")
+    for name, schema in SECTIONS.items():
+        parse_section(params, name, schema, path)

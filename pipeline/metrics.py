@@ -40,25 +40,30 @@ class LineMetrics(Metric):
         self.line_hist += torch.bincount(bins[valid & is_line], minlength=N_BINS)
         self.rest_hist += torch.bincount(bins[valid & ~is_line], minlength=N_BINS)
 
-    def counts(self) -> tuple[torch.Tensor, ...]:
-        """tp, fp, fn, tn for the thresholds k/N_BINS, k = 0..N_BINS-1 (pred = prob >= k/N)."""
+    def compute(self) -> torch.Tensor:
+        """(4, N_BINS): tp, fp, fn, tn at the thresholds k/N_BINS (predicted line = prob >= k/N).
+
+        torchmetrics caches compute()'s result, so thresholds are applied by `line_scores`.
+        """
         tp = self.line_hist.flip(0).cumsum(0).flip(0)
         fp = self.rest_hist.flip(0).cumsum(0).flip(0)
-        return tp, fp, self.line_hist.sum() - tp, self.rest_hist.sum() - fp
+        return torch.stack([tp, fp, self.line_hist.sum() - tp, self.rest_hist.sum() - fp])
 
-    def compute(self, threshold: float = 0.5) -> dict[str, torch.Tensor]:
-        """iou, miou, f1, precision, recall at `threshold`, and the threshold maximising F1."""
-        tp, fp, fn, tn = self.counts()
-        f1_all = smp.metrics.f1_score(tp, fp, fn, tn, reduction="none", zero_division=0.0)
-        k = min(int(round(threshold * N_BINS)), N_BINS - 1)
-        tp, fp, fn, tn = tp[k], fp[k], fn[k], tn[k]
-        line_iou = smp.metrics.iou_score(tp, fp, fn, tn, reduction="none", zero_division=0.0)
-        rest_iou = smp.metrics.iou_score(tn, fn, fp, tp, reduction="none", zero_division=0.0)
-        return {
-            "iou": line_iou,
-            "miou": (line_iou + rest_iou) / 2,
-            "f1": f1_all[k],
-            "precision": smp.metrics.precision(tp, fp, fn, tn, reduction="none", zero_division=0.0),
-            "recall": smp.metrics.recall(tp, fp, fn, tn, reduction="none", zero_division=0.0),
-            "best_threshold": torch.argmax(f1_all).float() / N_BINS,
-        }
+
+def line_scores(counts: torch.Tensor, threshold: float = 0.5) -> dict[str, torch.Tensor]:
+    """iou, miou, f1, precision, recall at `threshold` from LineMetrics counts, and the
+    threshold that maximises F1 (what is stored with a model as its tuned threshold)."""
+    tp, fp, fn, tn = counts
+    f1_all = smp.metrics.f1_score(tp, fp, fn, tn, reduction="none", zero_division=0.0)
+    k = min(int(round(threshold * N_BINS)), N_BINS - 1)
+    tp, fp, fn, tn = tp[k], fp[k], fn[k], tn[k]
+    line_iou = smp.metrics.iou_score(tp, fp, fn, tn, reduction="none", zero_division=0.0)
+    rest_iou = smp.metrics.iou_score(tn, fn, fp, tp, reduction="none", zero_division=0.0)
+    return {
+        "iou": line_iou,
+        "miou": (line_iou + rest_iou) / 2,
+        "f1": f1_all[k],
+        "precision": smp.metrics.precision(tp, fp, fn, tn, reduction="none", zero_division=0.0),
+        "recall": smp.metrics.recall(tp, fp, fn, tn, reduction="none", zero_division=0.0),
+        "best_threshold": torch.argmax(f1_all).float() / N_BINS,
+    }

@@ -36,10 +36,11 @@ def create_model(cfg: ModelCfg, num_classes: int = 2) -> nn.Module:
             encoder_weights=None,  # never download: weights come from a local file below
             encoder_depth=cfg.encoder_depth,
             classes=output_channels(num_classes),
-            **cfg.decoder,
+            **cfg.decoder_options(),
         )
     except (KeyError, TypeError, ValueError, AssertionError) as err:
-        raise PipelineError(f"model: cannot build {cfg.arch}-{cfg.encoder} with {cfg.decoder}: {err}") from None
+        options = cfg.decoder_options()
+        raise PipelineError(f"model: cannot build {cfg.arch}-{cfg.encoder} with {options}: {err}") from None
     if cfg.encoder_weights:
         load_encoder_weights(model, Path(cfg.encoder_weights))
     return model
@@ -53,7 +54,8 @@ def load_encoder_weights(model: nn.Module, path: Path) -> None:
         raise PipelineError(f"{path}: cannot load encoder weights ({str(err).splitlines()[0]})") from None
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
-    missing, unexpected = model.encoder.load_state_dict(state, strict=False)
+    # nn.Module's own method: some smp encoders override it and return nothing
+    missing, unexpected = nn.Module.load_state_dict(model.encoder, state, strict=False)
     if len(missing) == len(model.encoder.state_dict()):
         raise PipelineError(f"{path}: no tensor matches encoder {type(model.encoder).__name__}")
     if unexpected and not all(k.startswith("fc.") for k in unexpected):  # classifier heads are fine

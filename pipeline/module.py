@@ -11,7 +11,7 @@ from torch import nn
 from pipeline.config import ModelCfg, TrainCfg
 from pipeline.data.sources.base import IGNORE_INDEX
 from pipeline.losses import create_loss
-from pipeline.metrics import LineMetrics, line_probability
+from pipeline.metrics import LineMetrics, line_probability, line_scores
 from pipeline.models import create_model
 
 
@@ -54,7 +54,7 @@ class SegmentationModule(L.LightningModule):
         self.metrics[split].update(line_probability(logits), batch["mask"])
 
     def _eval_epoch_end(self, split: str) -> None:
-        values = self.metrics[split].compute(self.threshold)
+        values = line_scores(self.metrics[split].compute(), self.threshold)
         for name, value in values.items():
             self.log(f"{split}/{name}", value, prog_bar=name == "iou")
         self.metrics[split].reset()

@@ -400,3 +400,32 @@ def test_fuzz_labelme_reader(tmp_path, data):
     root.mkdir(exist_ok=True)
     out = only_data_errors(lambda p: TtplaSource(root, TtplaCfg()).load(p.stem), root / "f.json", data)
     assert out is None or out.mask.shape == out.image.shape[:2]
+
+
+SCALARS = st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats() | st.text(max_size=8)
+JSONS = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3)
+                     | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=8)
+POINTS = st.lists(st.lists(st.floats(-50, 80), min_size=2, max_size=2) | JSONS, max_size=6)
+SHAPES = st.fixed_dictionaries({
+    "label": st.sampled_from(["cable", " VOID", "tower_wooden", "tree"]) | JSONS,
+    "points": POINTS | JSONS,
+    "shape_type": st.sampled_from(["polygon", "rectangle", "linestrip", "point", "circle"]) | JSONS,
+})
+LABELME_DOCS = st.fixed_dictionaries({
+    "shapes": st.lists(SHAPES | JSONS, max_size=4) | JSONS,
+    "imagePath": st.sampled_from(["a.png", "../a.png", "gone.png", "a\x00"]) | JSONS,
+    "imageData": st.just(base64.b64encode(encode(IMAGE, "PNG")).decode()) | JSONS,
+    "imageHeight": st.just(16) | JSONS,
+    "imageWidth": st.just(16) | JSONS,
+})
+
+
+@FUZZ
+@given(doc=LABELME_DOCS)
+def test_fuzz_labelme_structure(tmp_path, doc):
+    """Type-confused labelme fields (wrong types, odd points, escapes) never crash."""
+    root = tmp_path / "structured"
+    write(root / "a.png", encode(IMAGE, "PNG"))
+    out = only_data_errors(lambda p: TtplaSource(root, TtplaCfg()).load(p.stem), root / "f.json",
+                           json.dumps(doc).encode())
+    assert out is None or set(np.unique(out.mask).tolist()) <= {0, LINE, TOWER, IGNORE_INDEX}

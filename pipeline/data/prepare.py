@@ -15,6 +15,7 @@ from tqdm import tqdm
 from pipeline.config import BaseCfg, PrepareCfg
 from pipeline.data.sources import Sample, Source, create_source
 from pipeline.data.sources.base import BACKGROUND, IGNORE_INDEX, LINE, TOWER
+from pipeline.data.sources.pld_uav import read_split_file
 from pipeline.errors import DataError, PipelineError
 
 log = logging.getLogger(__name__)
@@ -38,15 +39,10 @@ def assign_splits(source: Source, keys: list[str], cfg: PrepareCfg, seed: int) -
 
 
 def cfg_split_file(cfg: PrepareCfg) -> dict[str, str] | None:
-    """Read a {"train": [...], "val": [...], "test": [...]} file as key -> split."""
-    if cfg.split_file is None or cfg.source == "pld-uav":  # pld-uav reads it itself
+    """key -> split from `prepare.split_file` (pld-uav reads its split file itself)."""
+    if cfg.split_file is None or cfg.source == "pld-uav":
         return None
-    path = Path(cfg.split_file)
-    try:
-        lists = json.loads(path.read_text())
-        return {str(key): split for split in SPLITS for key in lists.get(split, [])}
-    except (OSError, ValueError, AttributeError) as err:
-        raise DataError(path, f"cannot read split file ({err})") from None
+    return read_split_file(Path(cfg.split_file))
 
 
 def fold_classes(mask: np.ndarray, towers: bool) -> np.ndarray:

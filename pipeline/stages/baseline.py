@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.config import (BaseCfg, BaselineCfg, ModelCfg, TrainCfg, TrainerCfg, load_params,
-                             parse_section)
+from pipeline.config import BaseCfg, BaselineCfg, ModelCfg, TrainCfg, TrainerCfg, load_params, parse_section
 from pipeline.plots import iou_vs_gmacs
 from pipeline.stages._cli import parser, run
 from pipeline.study import Variant, run_study, write_json

@@ -9,6 +9,8 @@ them would silently misalign the pair.
 from __future__ import annotations
 
 import io
+import itertools
+import math
 import struct
 import zlib
 from pathlib import Path
@@ -23,12 +25,15 @@ from pipeline.errors import DataError
 # Pillow and scipy raise a zoo of exception types for corrupt input (OSError for
 # truncation, SyntaxError/struct.error from header parsers, EOFError, ...). All of them
 # mean "this file is unusable", so they are turned into DataError at the reader boundary.
-# MemoryError is included because a corrupt header can claim an enormous array.
+# MemoryError: a corrupt header can claim an enormous array. NameError (UnboundLocalError)
+# and AttributeError: scipy's MAT parser hits its own bugs on some corrupt files.
 _DECODE_ERRORS = (
     OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error, IndexError,
     KeyError, TypeError, ZeroDivisionError, OverflowError, NotImplementedError,
-    MemoryError, Image.DecompressionBombError, scipy.io.matlab.MatReadError,
+    MemoryError, NameError, AttributeError, Image.DecompressionBombError,
+    scipy.io.matlab.MatReadError,
 )
+_MAT_BUDGET = 256 * 2**20  # bytes, file and inflated data: a 16k x 16k mask still fits
 _SIXTEEN_BIT = ("I", "I;16", "I;16B", "I;16L", "I;16N")
 
 
@@ -49,7 +54,7 @@ def read_rgb(path: Path | str) -> np.ndarray:
     try:
         with Path(path).open("rb") as f:
             return _decode_rgb(f, path)
-    except OSError as err:  # open() itself failed: missing file, permissions, ...
+    except (OSError, ValueError) as err:  # open() failed: missing, permissions, NUL in name
         raise DataError(path, f"cannot read image ({one_line(err)})") from None
 
 
@@ -62,6 +67,7 @@ def _decode_rgb(f: BinaryIO, origin: Path | str) -> np.ndarray:
     try:
         with Image.open(f) as img:
             img.load()  # decode now, so truncated files fail here and not later
+            # no ImageOps.exif_transpose: masks are drawn on the stored pixels (see top)
             return _to_rgb(img, origin)
     except DataError:
         raise
@@ -142,8 +148,11 @@ def read_mat_boundaries(path: Path | str) -> np.ndarray:
     Only the first annotator is used (PLD-UAV has exactly one).
     """
     try:
-        with Path(path).open("rb") as f:
-            mat = scipy.io.loadmat(f)
+        if Path(path).stat().st_size > _MAT_BUDGET:
+            raise ValueError(f"file larger than {_MAT_BUDGET >> 20} MiB")
+        data = Path(path).read_bytes()
+        _MatSizeCheck(data).run()
+        mat = scipy.io.loadmat(io.BytesIO(data))
     except _DECODE_ERRORS as err:
         raise DataError(path, f"not a readable MAT file ({one_line(err)})") from None
     try:
@@ -159,6 +168,64 @@ def read_mat_boundaries(path: Path | str) -> np.ndarray:
         bad = np.unique(boundaries[~np.isin(boundaries, (0, 1))])[:5].tolist()
         raise DataError(path, f"Boundaries values {bad} are not 0/1")
     return boundaries.astype(np.uint8)
+
+
+class _MatSizeCheck:
+    """Refuse MAT v5 arrays that declare more elements than their bytes could hold.
+
+    scipy allocates (and fills) an array from its declared dims before reading any data,
+    so one corrupt dims field makes it touch gigabytes; this walk over the element tags
+    is cheap. Decompressed data is capped by a shared budget (zip bombs).
+    """
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.budget = data, _MAT_BUDGET
+        self.order = {b"IM": "<", b"MI": ">"}.get(data[126:128])
+
+    def run(self) -> None:
+        if len(self.data) >= 128 and self.order:  # else not v5: scipy fails cheaply itself
+            self._walk(self.data, 128, len(self.data), depth=0, padded=False)
+
+    def _elements(self, buf: bytes, pos: int, end: int, padded: bool):
+        """(type, start, stop) of each tagged element in buf[pos:end]."""
+        while pos + 8 <= end:
+            mtype, nbytes = struct.unpack_from(self.order + "II", buf, pos)
+            if mtype >> 16:  # small element: 4-byte tag and payload share 8 bytes
+                yield mtype & 0xFFFF, pos + 4, pos + 4 + (mtype >> 16)
+                pos += 8
+                continue
+            if pos + 8 + nbytes > end:
+                raise ValueError("MAT element runs past its container")
+            yield mtype, pos + 8, pos + 8 + nbytes
+            pos += 8 + nbytes + (-nbytes % 8 if padded else 0)  # sub-elements pad to 8
+
+    def _walk(self, buf: bytes, pos: int, end: int, depth: int, padded: bool) -> None:
+        if depth > 16:
+            raise ValueError("MAT arrays nested too deeply")
+        for mtype, start, stop in self._elements(buf, pos, end, padded):
+            if mtype == 15:  # miCOMPRESSED: one zlib stream holding a matrix
+                inflater = zlib.decompressobj()
+                inner = inflater.decompress(buf[start:stop], self.budget)
+                self.budget -= len(inner)
+                if inflater.unconsumed_tail or self.budget <= 0:
+                    raise ValueError(f"MAT data inflates past {_MAT_BUDGET >> 20} MiB")
+                self._walk(inner, 0, len(inner), depth + 1, padded=False)
+            elif mtype == 14:  # miMATRIX: flags, dims, name, data or nested matrices
+                self._check_dims(buf, start, stop)
+                self._walk(buf, start, stop, depth + 1, padded=True)
+
+    def _check_dims(self, buf: bytes, start: int, stop: int) -> None:
+        subs = list(itertools.islice(self._elements(buf, start, stop, True), 2))
+        if len(subs) < 2:
+            return  # an empty matrix
+        (_, flags, _), (_, dims_start, dims_stop) = subs
+        mclass = struct.unpack_from(self.order + "I", buf, flags)[0] & 0xFF
+        dims = struct.unpack_from(f"{self.order}{(dims_stop - dims_start) // 4}i", buf, dims_start)
+        # each cell/struct element needs a tag (8 bytes), any other element >= 1 byte;
+        # sparse (class 5) dims allocate nothing themselves
+        per = 8 if mclass in (1, 2, 3, 16, 17) else 0 if mclass == 5 else 1
+        if min(dims, default=0) < 0 or math.prod(dims) * per > stop - start:
+            raise ValueError(f"MAT array declares dims {dims} in {stop - start} bytes")
 
 
 def check_aligned(image: np.ndarray, mask: np.ndarray, path: Path | str) -> None:

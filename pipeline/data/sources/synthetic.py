@@ -8,8 +8,6 @@ ridges) and with the ground, so the task needs shape and context rather than col
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import cv2
 import numpy as np
 
@@ -35,17 +33,6 @@ def _noise(rng: Rng, h: int, w: int, cell: int) -> np.ndarray:
     return (big - big.mean()) / (big.std() + 1e-6)
 
 
-def _coverage(h: int, w: int, draw: Callable[[np.ndarray], object]) -> np.ndarray:
-    """Area coverage in [0, 1] of what `draw` paints (value FULL) on a canvas SS times larger.
-
-    A plain box average of a binary supersampled canvas is exact and deterministic,
-    unlike cv2's LINE_AA whose fringe does not measure covered area.
-    """
-    canvas = np.zeros((h * SS, w * SS), np.uint8)
-    draw(canvas)
-    return cv2.resize(canvas, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32) / FULL
-
-
 def _pts(points: np.ndarray) -> np.ndarray:
     """Image-pixel coordinates (x, y) -> integer canvas coordinates (pixel centres at +0.5)."""
     return np.round((np.asarray(points) + 0.5) * SS - 0.5).astype(np.int32).reshape(-1, 1, 2)
@@ -57,18 +44,25 @@ def _lines(h: int, w: int, polylines: list[np.ndarray], width: float) -> np.ndar
     Each line is filled as the polygon between its two offset edges: cv2's thick lines
     round widths to a few steps, which would make the labelled width wrong.
     """
-    def draw(canvas: np.ndarray) -> None:
-        for p in polylines:
-            tangent = np.gradient(np.asarray(p, np.float64), axis=0)
-            normal = tangent[:, ::-1] * [-1, 1] / np.linalg.norm(tangent, axis=1, keepdims=True)
-            half = normal * (width - 1 / SS) / 2  # fillPoly also fills the boundary sub-pixels
-            cv2.fillPoly(canvas, [_pts(np.concatenate([p + half, (p - half)[::-1]]))], FULL)
-    return _coverage(h, w, draw)
+    outlines = []
+    for p in polylines:
+        tangent = np.gradient(np.asarray(p, np.float64), axis=0)
+        normal = tangent[:, ::-1] * [-1, 1] / np.linalg.norm(tangent, axis=1, keepdims=True)
+        half = normal * (width - 1 / SS) / 2  # fillPoly also fills the boundary sub-pixels
+        outlines.append(np.concatenate([p + half, (p - half)[::-1]]))
+    return _polygons(h, w, outlines)
 
 
 def _polygons(h: int, w: int, polygons: list[np.ndarray]) -> np.ndarray:
-    """Coverage of filled polygons."""
-    return _coverage(h, w, lambda c: cv2.fillPoly(c, [_pts(p) for p in polygons], FULL))
+    """Area coverage in [0, 1] of the union of filled polygons.
+
+    They are filled on a binary canvas SS times larger and box-averaged: exact and
+    deterministic, unlike cv2's LINE_AA whose fringe does not measure covered area.
+    """
+    canvas = np.zeros((h * SS, w * SS), np.uint8)
+    for p in polygons:  # one call each: a single fillPoly would punch holes where they overlap
+        cv2.fillPoly(canvas, [_pts(p)], FULL)
+    return cv2.resize(canvas, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32) / FULL
 
 
 def _paint(img: np.ndarray, cov: np.ndarray, colour: np.ndarray | float, alpha=1.0) -> None:
@@ -81,8 +75,10 @@ def _line_style(rng: Rng) -> tuple[np.ndarray, float, float]:
     """Colour, opacity and width shared by wires and distractors: they differ only in shape."""
     grey = rng.uniform(0.04, 0.25) if rng.random() < 0.5 else rng.uniform(0.62, 0.95)
     colour = np.clip(grey + rng.normal(0, 0.03, 3), 0, 1).astype(np.float32)
-    width = rng.uniform(2.0, 4.0) if rng.random() < 0.08 else rng.uniform(1.0, 1.4)
-    return colour, float(rng.uniform(0.55, 0.95)), float(width)
+    # mostly 1.2-2 px (a wire that covers under half of every pixel it crosses has no label
+    # at all, and a model cannot learn from dotted labels), sometimes up to 4 px
+    width = rng.uniform(2.5, 4.0) if rng.random() < 0.1 else rng.uniform(1.2, 2.0)
+    return colour, float(rng.uniform(0.7, 1.0)), float(width)
 
 
 def _random_line(rng: Rng, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
@@ -104,11 +100,12 @@ def _ground(rng: Rng, h: int, w: int) -> tuple[np.ndarray, list[np.ndarray]]:
     label, n = (np.cumsum(used) - 1)[code], int(used.sum())  # compact field ids
     colours = FIELD[rng.integers(len(FIELD), size=n)] * rng.uniform(0.8, 1.2, (n, 1))
     img = colours.astype(np.float32)[label]
-    for k in range(n):  # ploughed furrows: fine periodic lines, another thin texture
-        if rng.random() < 0.5:
-            a, period = rng.uniform(0, np.pi), rng.uniform(3, 9)
-            stripes = np.sin((xx * np.cos(a) + yy * np.sin(a)) * (2 * np.pi / period))
-            img[label == k] *= 1 + rng.uniform(0.03, 0.1) * stripes[label == k, None]
+    # ploughed furrows in half the fields: fine periodic lines, another thin straight texture
+    angle, freq = rng.uniform(0, np.pi, n), 2 * np.pi / rng.uniform(3, 9, n)
+    depth = rng.uniform(0.03, 0.1, n) * (rng.random(n) < 0.5)
+    kx, ky, depth = (v.astype(np.float32)[label]
+                     for v in (np.cos(angle) * freq, np.sin(angle) * freq, depth))
+    img *= (1 + depth * np.sin(xx * kx + yy * ky))[..., None]
     img *= 1 + 0.07 * _noise(rng, h, w, 8)[..., None]
     if rng.random() < 0.2:
         water = cv2.GaussianBlur((_noise(rng, h, w, 64) > 0.9).astype(np.float32), (0, 0), 1)
@@ -193,64 +190,77 @@ def _power_line(rng: Rng, h: int, w: int, centre: np.ndarray, tower_at_centre: b
     return wires, towers
 
 
-def _tower_shapes(rng: Rng, h: int, w: int, towers: list, sun: np.ndarray):
+def _tower_shapes(rng: Rng, towers: list, sun: np.ndarray) -> tuple[list, list, list]:
     """Lattice strokes, label footprints and shadow strokes of the towers."""
     strokes, feet, shadows = [], [], []
     for c, d, n, arm in towers:
-        if not (-20 < c[0] < w + 20 and -20 < c[1] < h + 20):
-            continue
         a = rng.uniform(5, 8)
         sq = np.stack([c + a * (d + n), c + a * (d - n), c - a * (d + n), c - a * (d - n)])
         strokes += [np.concatenate([sq, sq[:1]]), sq[[0, 2]], sq[[1, 3]],
                     np.stack([c - n * arm, c + n * arm])]
         feet += [sq, np.stack([c + n * arm + d, c - n * arm + d, c - n * arm - d, c + n * arm - d])]
-        shadows.append(np.stack([c, c + sun * 2.5]))
+        shadows.append(np.stack([c, c + sun * 2.5]))  # towers are tall: long thin shadows
     return strokes, feet, shadows
 
 
-def generate_scene(rng: Rng, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Draw one aerial scene: HxWx3 uint8 RGB image and HxW uint8 mask (0/1/2)."""
-    h, w = height, width
-    sun_angle = rng.uniform(0, 2 * np.pi)  # one light direction for all shadows
-    sun = np.array([np.cos(sun_angle), np.sin(sun_angle)]) * rng.uniform(4, 12)
-    img, cuts = _ground(rng, h, w)
-    _roads(rng, img)
-    _buildings(rng, img, sun)
-    _fences(rng, img, cuts)
+def _power_lines(rng: Rng, h: int, w: int) -> tuple[list, list]:
+    """Usually one corridor, sometimes none or two (crossing at a tower): bundles and towers."""
     bundles, towers = [], []
     for i in range(rng.choice(3, p=[0.08, 0.84, 0.08])):
         centre, cross = rng.uniform([0, 0], [w, h]), i > 0 and rng.random() < 0.5
-        if cross:  # the second corridor meets the first at a tower on the first's axis
+        if cross:  # put the second corridor's tower on the first one's axis
             p, d = towers[0][:2]
             foot = p + d * np.dot(np.array([w, h]) / 2 - p, d)  # closest to the image centre
             centre = foot + d * rng.uniform(-0.3, 0.3) * min(h, w)
-        wires, tw = _power_line(rng, h, w, centre, cross)
+        wires, more = _power_line(rng, h, w, centre, cross)
         bundles.append((wires, _line_style(rng)))
-        towers += tw
-    strokes, feet, tshadows = _tower_shapes(rng, h, w, towers, sun)
-    shade = _lines(h, w, [p + sun for wires, _ in bundles for p in wires], 1.5)
-    if tshadows:
-        shade = np.maximum(shade, _lines(h, w, tshadows, 3.0))
+        towers += more
+    return bundles, towers
+
+
+def _draw_power_lines(rng: Rng, img: np.ndarray, bundles: list, towers: list,
+                      sun: np.ndarray) -> np.ndarray:
+    """Paint shadows, towers and wires into `img`; return the label mask."""
+    h, w = img.shape[:2]
+    strokes, feet, tower_shadows = _tower_shapes(rng, towers, sun)
+    shade = np.maximum(_lines(h, w, [p + sun for wires, _ in bundles for p in wires], 1.5),
+                       _lines(h, w, tower_shadows, 3.0))
     img *= (1 - rng.uniform(0.2, 0.45) * cv2.GaussianBlur(shade, (0, 0), 0.8))[..., None]
-    line_cov = np.zeros((h, w), np.float32)
-    if strokes:
-        metal = np.float32(rng.choice([rng.uniform(0.1, 0.3), rng.uniform(0.6, 0.85)]))
-        _paint(img, _lines(h, w, strokes, rng.uniform(1, 1.8)), metal, 0.9)
-    for wires, (colour, alpha, lw) in bundles:
-        cov = _lines(h, w, wires, lw)
+    metal = rng.uniform(0.1, 0.3) if rng.random() < 0.5 else rng.uniform(0.6, 0.85)
+    _paint(img, _lines(h, w, strokes, rng.uniform(1, 1.8)), metal, 0.9)
+    mask = np.full((h, w), BACKGROUND, np.uint8)
+    for wires, (colour, alpha, width) in bundles:
+        cov = _lines(h, w, wires, width)
         glint = np.clip(1 + 0.25 * _noise(rng, h, w, 16), 0.5, 1.4)  # specular varies along
         _paint(img, cov, colour, alpha * glint)
-        line_cov = np.maximum(line_cov, cov)
-    img *= rng.uniform(0.8, 1.15) * rng.normal(1, 0.04, 3).astype(np.float32)  # exposure, WB
-    img *= 1 + 0.08 * _noise(rng, h, w, 96)[..., None]  # uneven illumination
-    img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.35, 0.8))  # optics blur
+        mask[cov >= 0.5] = LINE  # the label ignores opacity and blur: a wire is a wire
+    mask[_polygons(h, w, feet) >= 0.5] = TOWER
+    return mask
+
+
+def _camera(rng: Rng, img: np.ndarray) -> np.ndarray:
+    """Exposure, white balance, uneven light, optics blur and sensor noise -> uint8 RGB."""
+    img = img * rng.uniform(0.8, 1.15) * rng.normal(1, 0.04, 3).astype(np.float32)
+    img *= 1 + 0.08 * _noise(rng, *img.shape[:2], 96)[..., None]
+    img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.35, 0.8))
     img += rng.normal(0, 0.012, img.shape).astype(np.float32)
-    image = np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)
-    mask = np.full((h, w), BACKGROUND, np.uint8)
-    mask[line_cov >= 0.5] = LINE
-    if feet:
-        mask[_polygons(h, w, feet) >= 0.5] = TOWER
-    return image, mask
+    return np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)
+
+
+def generate_scene(rng: Rng, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Draw one aerial scene from `rng`: an HxWx3 uint8 RGB image and its HxW uint8 mask.
+
+    The mask is LINE where a wire covers at least half a pixel, TOWER on tower
+    footprints and BACKGROUND elsewhere, including every distractor and shadow.
+    """
+    sun_angle = rng.uniform(0, 2 * np.pi)  # one light direction for all shadows
+    sun = np.array([np.cos(sun_angle), np.sin(sun_angle)]) * rng.uniform(4, 12)
+    img, cuts = _ground(rng, height, width)
+    _roads(rng, img)
+    _buildings(rng, img, sun)
+    _fences(rng, img, cuts)
+    mask = _draw_power_lines(rng, img, *_power_lines(rng, height, width), sun)
+    return _camera(rng, img), mask
 
 
 class SyntheticSource:

@@ -99,11 +99,15 @@ class TtplaSource:
             raise DataError(json_path, "imagePath must be a string")
         if ref:
             # labelme written on Windows stores backslashes
-            path = (json_path.parent / ref.replace("\\", "/")).resolve()
+            try:
+                path = (json_path.parent / ref.replace("\\", "/")).resolve()
+                found = path.is_file()
+            except (OSError, ValueError) as err:  # NUL bytes, surrogates, over-long names
+                raise DataError(json_path, f"unusable imagePath ({one_line(err)})") from None
             if not path.is_relative_to(self.root.resolve()):
                 raise DataError(json_path, f"imagePath {ref!r} resolves outside {self.root}; "
                                 "refused")
-            if path.is_file():
+            if found:
                 return read_rgb(path), str(path)
         data = doc.get("imageData")
         if not data:
@@ -112,7 +116,7 @@ class TtplaSource:
             raise DataError(json_path, "imageData must be a base64 string")
         size_mb = len(data) * 3 / 4 / MIB
         if size_mb > self.cfg.max_image_data_mb:
-            raise DataError(json_path, f"imageData of {size_mb:.1f} MiB exceeds "
+            raise DataError(json_path, f"imageData of {size_mb:.3g} MiB exceeds "
                             f"max_image_data_mb={self.cfg.max_image_data_mb}; refused")
         try:
             raw = base64.b64decode("".join(data.split()), validate=True)
@@ -155,7 +159,7 @@ def _check_declared_size(doc: dict[str, Any], image: np.ndarray, json_path: Path
     for value, actual in zip(declared, (width, height), strict=True):
         if value is not None and value != actual:
             raise DataError(json_path, f"declares imageWidth x imageHeight "
-                            f"{declared[0]}x{declared[1]} but the image is {width}x{height}")
+                            f"{declared[0]!r}x{declared[1]!r} but the image is {width}x{height}")
 
 
 def _points(raw: Any, size: tuple[int, int], json_path: Path, i: int) -> list[tuple[float, float]]:

@@ -1,0 +1,67 @@
+"""End to end: `dvc repro` on a tiny config in a temporary copy of the project."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.preset import apply_preset
+from tests.conftest import ROOT
+
+STAGES = ("prepare", "baseline", "augment", "loss", "prune", "finetune", "report")
+
+
+def run(cmd: list[str], cwd: Path) -> str:
+    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout + done.stderr
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A git + DVC copy of the tracked project files, with configs/tiny.yaml applied."""
+    copy = tmp_path_factory.mktemp("project")
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.split()
+    for name in files:
+        if (ROOT / name).is_file() and not name.startswith(("data/prepared", "checkpoints/", "reports/")):
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, copy / name)
+    apply_preset(copy / "configs" / "tiny.yaml", copy / "params.yaml")
+    run(["git", "init", "-q"], copy)
+    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "x", "--allow-empty"], copy)
+    run(["git", "add", "-A"], copy)
+    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "tiny"], copy)
+    return copy
+
+
+@pytest.mark.slow
+def test_dvc_repro_runs_end_to_end_then_does_nothing(project: Path):
+    first = run([sys.executable, "-m", "dvc", "repro"], project)
+    for stage in STAGES:
+        assert f"Running stage '{stage}'" in first
+    baseline = json.loads((project / "reports" / "baseline.json").read_text())
+    assert baseline["winner"] in baseline["candidates"]
+    assert (project / "checkpoints" / "final" / "model.pt").exists()
+    assert "| model |" in (project / "reports" / "report.md").read_text()
+    second = run([sys.executable, "-m", "dvc", "repro"], project)
+    assert "Running stage" not in second, second
+
+
+@pytest.mark.slow
+def test_changing_a_param_reruns_only_what_depends_on_it(project: Path):
+    run([sys.executable, "-m", "dvc", "repro"], project)
+    out = run([sys.executable, "-m", "dvc", "exp", "run", "-S", "baseline.latency_size=96"], project)
+    assert "Running stage 'baseline'" in out
+    assert "Running stage 'prepare'" not in out
+
+
+@pytest.mark.parametrize("module", [f"pipeline.stages.{s}" for s in STAGES] + ["pipeline.preset"])
+def test_every_command_has_help(module: str):
+    out = run([sys.executable, "-m", module, "--help"], ROOT)
+    assert "usage:" in out and "--params" in out
