@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipeline.errors import PipelineError
 
@@ -112,9 +112,10 @@ class TrainerCfg(Strict):
     strategy: str = "auto"
     num_nodes: int = 1
     precision: str = "32-true"
-    deterministic: bool = True
+    deterministic: bool | Literal["warn"] = True  # "warn" on GPUs: some CUDA kernels have no deterministic form
     log_every_n_steps: int = 5
     enable_progress_bar: bool = True
+    fast_dev_run: bool | int = False  # a smoke run: n batches per split, no checkpoints
 
 
 class BaselineCfg(Strict):
@@ -124,6 +125,46 @@ class BaselineCfg(Strict):
     # the fewest MACs: deterministic figures only (latency is reported, never used)
     iou_tolerance: float = Field(0.02, ge=0)
     latency_size: int = Field(256, ge=32)
+
+
+class StudyCfg(Strict):
+    """A study continues training the previous stage's model with each option in turn."""
+
+    compare: list[str] = Field(min_length=1)  # names of options to train and compare
+    epochs: int = Field(8, ge=1)  # the same budget for every option
+    lr: float | None = Field(None, gt=0)  # continued training starts lower than from scratch
+    iou_tolerance: float = Field(0.0, ge=0)  # see study.pick
+
+    def train_overrides(self) -> dict[str, Any]:
+        """The keys of `train` every option of this study changes."""
+        return {"epochs": self.epochs, **({"lr": self.lr} if self.lr else {})}
+
+    def choices(self) -> dict[str, Any]:
+        """The named options this study may compare."""
+        raise NotImplementedError
+
+    @model_validator(mode="after")
+    def _compare_known_options(self) -> StudyCfg:
+        unknown = [name for name in self.compare if name not in self.choices()]
+        if unknown:
+            raise ValueError(f"compare names {unknown} are not defined; defined: {', '.join(self.choices())}")
+        return self
+
+
+class AugmentCfg(StudyCfg):
+    # policy name -> albumentations transforms as data: [{name: HorizontalFlip, p: 0.5}, ...]
+    policies: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
+
+    def choices(self) -> dict[str, Any]:
+        return self.policies
+
+
+class LossCfg(StudyCfg):
+    # option name -> {loss: dice+focal, loss_options: {weights: {dice: 1, focal: 1}}}
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    def choices(self) -> dict[str, Any]:
+        return self.options
 
 
 def load_params(path: Path | str = "params.yaml") -> dict[str, Any]:
@@ -164,7 +205,7 @@ def _keys_at(schema: type[Strict], loc: list[str]) -> list[str]:
 
 SECTIONS: dict[str, type[Strict]] = {
     "base": BaseCfg, "prepare": PrepareCfg, "model": ModelCfg, "train": TrainCfg,
-    "trainer": TrainerCfg, "baseline": BaselineCfg,
+    "trainer": TrainerCfg, "baseline": BaselineCfg, "augment": AugmentCfg, "loss": LossCfg,
 }
 
 

@@ -27,3 +27,19 @@ def iou_vs_gmacs(rows: dict[str, dict[str, float]], winner: str, path: Path, tit
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def study_bars(rows: dict[str, dict[str, float]], winner: str, path: Path, title: str) -> None:
+    """Val IoU per option of a study, the chosen one highlighted."""
+    names = list(rows)
+    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(names) + 2), 4))
+    values = [rows[name]["val/iou"] for name in names]
+    bars = ax.bar(names, values, color=["tab:red" if n == winner else "tab:blue" for n in names])
+    ax.bar_label(bars, fmt="%.3f", fontsize=8)
+    ax.set_ylabel("val power-line IoU (threshold 0.5)")
+    ax.set_title(f"{title} (chosen: {winner})")
+    ax.tick_params(axis="x", rotation=20)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

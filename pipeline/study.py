@@ -5,13 +5,16 @@ baseline varies the model, augment the policy, loss the loss; the code is the sa
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.artifact import save_model
+from torch import nn
+
+from pipeline.artifact import load_model, save_model
 from pipeline.config import ModelCfg, TrainCfg, TrainerCfg
 from pipeline.measure import latency_ms, macs_and_params
 from pipeline.train import FitResult, describe, fit
@@ -24,12 +27,19 @@ class Variant:
     name: str
     model: ModelCfg
     train: TrainCfg
+    init: nn.Module | None = None  # start from these weights (a copy), else from scratch
 
 
 def run_variant(variant: Variant, trainer: TrainerCfg, data: Path, logs: Path, seed: int,
-                num_classes: int, cost_size: int) -> tuple[FitResult, dict[str, Any]]:
-    """Train one variant; return the fit and its row: accuracy and cost figures."""
-    result = fit(variant.model, variant.train, trainer, data, logs / variant.name, seed, num_classes)
+                num_classes: int, cost_size: int) -> tuple[FitResult, dict[str, Any]] | None:
+    """Train one variant; return the fit and its row: accuracy and cost figures.
+
+    None on DDP ranks other than 0: they train alongside rank 0, which measures and writes.
+    """
+    start = copy.deepcopy(variant.init) if variant.init is not None else None
+    result = fit(variant.model, variant.train, trainer, data, logs / variant.name, seed, num_classes, model=start)
+    if result is None:
+        return None
     macs, params = macs_and_params(result.module.model, cost_size)
     row = {
         **result.metrics,
@@ -56,17 +66,24 @@ RULE = ("highest val/iou; among variants within iou_tolerance of it, the fewest 
 
 
 def run_study(variants: list[Variant], trainer: TrainerCfg, data: Path, logs: Path, seed: int,
-              num_classes: int, cost_size: int, tolerance: float, out: Path) -> dict[str, Any]:
-    """Train every variant, save the winner to `out`, return the decision record."""
+              num_classes: int, cost_size: int, tolerance: float, out: Path) -> dict[str, Any] | None:
+    """Train every variant, save the winner to `out`, return the decision record.
+
+    Under DDP every rank trains every variant, but only global rank 0 saves and gets the
+    record; the other ranks get None and must write nothing.
+    """
     rows, fits = {}, {}
     for variant in variants:
         print(f"--- {variant.name}")
-        fits[variant.name], rows[variant.name] = run_variant(variant, trainer, data, logs, seed,
-                                                             num_classes, cost_size)
+        done = run_variant(variant, trainer, data, logs, seed, num_classes, cost_size)
+        if done is not None:
+            fits[variant.name], rows[variant.name] = done
+    if not fits:  # not DDP rank 0
+        return None
     winner = pick(rows, tolerance)
     chosen = next(v for v in variants if v.name == winner)
-    save_model(fits[winner].module.model, out,
-               describe(chosen.model, num_classes, fits[winner], train=chosen.train.model_dump(), variant=winner))
+    save_model(fits[winner].module.model, out, describe(chosen.model, num_classes, fits[winner], variant=winner,
+                                                        train=chosen.train.model_dump(), cost_size=cost_size))
     return {"rule": RULE, "iou_tolerance": tolerance, "cost_size": cost_size, "winner": winner,
             "candidates": rows}
 
@@ -77,3 +94,20 @@ def write_json(data: dict[str, Any], path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=1))
     os.replace(tmp, path)
+
+
+def continue_study(prev: Path, options: dict[str, TrainCfg], trainer: TrainerCfg, data: Path, logs: Path,
+                   seed: int, tolerance: float, out: Path) -> dict[str, Any] | None:
+    """Train the model in `prev` further with each named training config; keep the best.
+
+    Every option starts from the same weights and gets the same epochs, so the comparison
+    is fair and cheaper than training each from scratch.
+    """
+    model, meta = load_model(prev)
+    model_cfg = ModelCfg.model_validate(meta["model"])
+    variants = [Variant(name, model_cfg, train, init=model) for name, train in options.items()]
+    record = run_study(variants, trainer, data, logs, seed, meta.get("num_classes", 2),
+                       meta.get("cost_size", 256), tolerance, out)
+    if record is None:  # not DDP rank 0
+        return None
+    return {"start": {"model": str(prev), "variant": meta.get("variant"), "metrics": meta["metrics"]}, **record}

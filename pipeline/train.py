@@ -1,9 +1,16 @@
-"""fit(): the one training routine behind every training stage."""
+"""fit(): the one training routine behind every training stage.
+
+The `trainer` section goes to Lightning unchanged, so `strategy: ddp` on several devices or
+nodes works: every rank trains (on its own shard of the data), then global rank 0 alone
+evaluates and returns the result; the other ranks get None and must write nothing.
+"""
 
 from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,8 +18,9 @@ from typing import Any
 import lightning as L
 import torch
 from dvclive.lightning import DVCLiveLogger
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from torch import nn
+from torchmetrics import Metric
 
 from pipeline.config import ModelCfg, TrainCfg, TrainerCfg
 from pipeline.data.datamodule import SegmentationData
@@ -31,15 +39,20 @@ class FitResult:
 
 
 def fit(model_cfg: ModelCfg, train_cfg: TrainCfg, trainer_cfg: TrainerCfg, data_root: Path,
-        log_dir: Path, seed: int, num_classes: int = 2, model: nn.Module | None = None) -> FitResult:
-    """Train, keep the best val IoU checkpoint, tune the threshold on val, score test."""
+        log_dir: Path, seed: int, num_classes: int = 2, model: nn.Module | None = None,
+        callbacks: list[Callback] | None = None) -> FitResult | None:
+    """Train, keep the best val IoU checkpoint, tune the threshold on val, score test.
+
+    Returns None on every DDP rank but global rank 0 (which returns the result): callers
+    write outputs only when they get a result. `callbacks` are added to the Trainer's.
+    """
     L.seed_everything(seed, workers=True)
     module = SegmentationModule(model_cfg.model_dump(), train_cfg.model_dump(), num_classes, model=model)
     data = SegmentationData(data_root, train_cfg)
     with tempfile.TemporaryDirectory(prefix="fit-") as work:
         best = ModelCheckpoint(dirpath=work, filename="best", monitor="val/iou", mode="max",
                                save_top_k=1, save_weights_only=True)
-        callbacks = [best]
+        callbacks = [best, *(callbacks or [])]
         if train_cfg.early_stopping_patience:
             callbacks.append(EarlyStopping("val/iou", mode="max", patience=train_cfg.early_stopping_patience))
         trainer = L.Trainer(
@@ -52,6 +65,9 @@ def fit(model_cfg: ModelCfg, train_cfg: TrainCfg, trainer_cfg: TrainerCfg, data_
             **trainer_cfg.model_dump(),
         )
         trainer.fit(module, datamodule=data)
+        if not trainer.is_global_zero:
+            return None
+        # ModelCheckpoint broadcasts rank 0's dirpath, so this is rank 0's own temporary folder
         if best.best_model_path:  # safe loading: the checkpoint holds tensors and plain values
             state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
             module.load_state_dict(state["state_dict"])
@@ -59,15 +75,37 @@ def fit(model_cfg: ModelCfg, train_cfg: TrainCfg, trainer_cfg: TrainerCfg, data_
 
 
 def evaluate(module: SegmentationModule, data: SegmentationData, trainer_cfg: TrainerCfg) -> FitResult:
-    """Val at 0.5 (the figure selections use), then test at the val-tuned threshold."""
+    """Val at 0.5 (the figure selections use), then test at the val-tuned threshold.
+
+    Runs on this process alone (one device), on whole splits, also after DDP training.
+    """
     trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_model_summary=False,
                         **{**trainer_cfg.model_dump(), "devices": 1, "strategy": "auto", "num_nodes": 1})
-    module.threshold = 0.5
-    val = trainer.validate(module, datamodule=data, verbose=False)[0]
-    module.threshold = float(val["val/best_threshold"])
-    test = trainer.test(module, datamodule=data, verbose=False)[0]
+    with _local_metrics(module):
+        module.threshold = 0.5
+        val = trainer.validate(module, datamodule=data, verbose=False)[0]
+        module.threshold = float(val["val/best_threshold"])
+        test = trainer.test(module, datamodule=data, verbose=False)[0]
     metrics = {k: float(v) for k, v in {**val, **test}.items() if not k.endswith("best_threshold")}
     return FitResult(module, module.threshold, metrics)
+
+
+@contextmanager
+def _local_metrics(module: nn.Module) -> Iterator[None]:
+    """Let the module's torchmetrics compute from this process's state only.
+
+    torchmetrics all-gathers whenever a process group exists, and after DDP training the
+    group outlives `trainer.fit`: rank 0 evaluating alone would wait for the other ranks.
+    """
+    metrics = [m for m in module.modules() if isinstance(m, Metric)]
+    saved = [m.distributed_available_fn for m in metrics]
+    for m in metrics:
+        m.distributed_available_fn = lambda: False
+    try:
+        yield
+    finally:
+        for m, fn in zip(metrics, saved, strict=True):
+            m.distributed_available_fn = fn
 
 
 def describe(model_cfg: ModelCfg, num_classes: int, result: FitResult, **extra: Any) -> dict[str, Any]:

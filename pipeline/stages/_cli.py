@@ -45,3 +45,38 @@ def passthrough_main(doc: str, stage: str, argv: list[str] | None = None) -> Non
         write_json({"status": "pass-through (stage not built yet)", "metrics": meta["metrics"]}, args.report)
 
     run(body)
+
+
+def study_main(doc: str, stage: str, schema: type, train_for: Callable, defaults: dict[str, str],
+               argv: list[str] | None = None) -> None:
+    """main() of a study stage (augment, loss): train the input model further with each
+    option of `params[stage]`, keep the best; `train_for(train, cfg, name)` makes an
+    option's TrainCfg."""
+    from pathlib import Path
+
+    from pipeline.config import BaseCfg, TrainCfg, TrainerCfg, load_params, parse_section
+    from pipeline.plots import study_bars
+    from pipeline.study import continue_study, write_json
+
+    p = parser(doc)
+    for name in ("data", "model", "out", "report", "plot", "logs"):
+        p.add_argument(f"--{name}", type=Path, default=Path(defaults[name]))
+    args = p.parse_args(argv)
+
+    def body() -> None:
+        params = load_params(args.params)
+        base = parse_section(params, "base", BaseCfg, args.params)
+        train = parse_section(params, "train", TrainCfg, args.params)
+        trainer = parse_section(params, "trainer", TrainerCfg, args.params)
+        cfg = parse_section(params, stage, schema, args.params)
+        options = {name: train_for(train, cfg, name) for name in cfg.compare}
+        record = continue_study(args.model, options, trainer, args.data, args.logs, base.seed,
+                                cfg.iou_tolerance, args.out)
+        if record is None:  # a DDP rank other than 0: rank 0 writes the outputs
+            return
+        record["epochs"] = cfg.epochs
+        write_json(record, args.report)
+        study_bars(record["candidates"], record["winner"], args.plot, f"{stage} study")
+        print(f"chosen: {record['winner']}")
+
+    run(body)

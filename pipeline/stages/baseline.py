@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> None:
             variants.append(Variant(candidate_name(candidate, overrides), candidate, train))
         record = run_study(variants, trainer, args.data, args.logs, base.seed, base.num_classes,
                            cfg.latency_size, cfg.iou_tolerance, args.out)
+        if record is None:  # a DDP rank other than 0: rank 0 writes the outputs
+            return
         write_json(record, args.report)
         iou_vs_gmacs(record["candidates"], record["winner"], args.plot, "baseline candidates")
         print(f"chosen: {record['winner']}")

@@ -1,15 +1,23 @@
-"""Stage `loss`: compare losses for the thin, rare line class.
+"""Stage `loss`: compare losses for the thin, rare line class; the winner is the dense model
+that `prune` starts from (checkpoints/dense)."""
 
-Not built yet: it passes its input model through unchanged and its report says so, so
-the pipeline runs end to end while later issues fill it in.
-"""
+from __future__ import annotations
 
-from pipeline.stages._cli import passthrough_main
+from pipeline.config import LossCfg, TrainCfg
+from pipeline.stages._cli import study_main
+
+DEFAULTS = {"data": "data/prepared", "model": "checkpoints/augment", "out": "checkpoints/dense",
+            "report": "reports/loss.json", "plot": "reports/loss.png", "logs": "logs/loss"}
+
+
+def train_for(train: TrainCfg, cfg: LossCfg, name: str) -> TrainCfg:
+    """The training config of option `name`: its loss (and any other train keys it sets)."""
+    return TrainCfg.model_validate({**train.model_dump(), **cfg.train_overrides(), **cfg.options[name]})
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Copy --model to --out; write a report marking the pass-through."""
-    passthrough_main(__doc__, "loss", argv)
+    """Train the augment stage's model further with each loss in `loss.compare`; keep the best."""
+    study_main(__doc__, "loss", LossCfg, train_for, DEFAULTS, argv)
 
 
 if __name__ == "__main__":

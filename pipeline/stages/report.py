@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pipeline.stages._cli import parser, run
 
+STAGES = ("baseline", "augment", "loss", "prune", "finetune")
 COLUMNS = ("test/iou", "test/miou", "test/f1", "val/iou", "gmacs", "mparams", "latency_ms")
 
 
@@ -31,13 +32,18 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
 
     def body() -> None:
-        baseline = json.loads((args.reports / "baseline.json").read_text())
+        records = {stage: json.loads((args.reports / f"{stage}.json").read_text()) for stage in STAGES}
+        baseline = records["baseline"]
         rows = {f"baseline: {name}": row for name, row in baseline["candidates"].items()}
+        dense = {}
         notes = []
-        for stage in ("augment", "loss", "prune", "finetune"):
-            record = json.loads((args.reports / f"{stage}.json").read_text())
-            rows[stage] = {**baseline["candidates"][baseline["winner"]], **record["metrics"]}
-            if "pass-through" in record.get("status", ""):
+        for stage in STAGES[1:]:
+            record = records[stage]
+            if "winner" in record:  # a study: its chosen option
+                dense = record["candidates"][record["winner"]]
+                rows[f"{stage}: {record['winner']}"] = dense
+            else:
+                rows[stage] = {**dense, **record["metrics"]}
                 notes.append(f"- `{stage}` is not built yet: it passed its input model through unchanged.")
         text = "\n\n".join([
             "# Power-line segmentation: accuracy vs cost",
