@@ -216,3 +216,9 @@ def validate_params(params: dict[str, Any], path: str = "params.yaml") -> None:
         raise PipelineError(f"{path}: unknown section(s) {unknown} (valid sections: {', '.join(SECTIONS)})")
     for name, schema in SECTIONS.items():
         parse_section(params, name, schema, path)
+
+
+def load_sections(path: Path | str, *names: str) -> list[Strict]:
+    """Read params.yaml and validate just the named sections (a stage reads only its own)."""
+    params = load_params(path)
+    return [parse_section(params, name, SECTIONS[name], str(path)) for name in names]

@@ -7,15 +7,17 @@ import yaml
 
 from pipeline.config import PrepareCfg, TrainCfg, load_params, parse_section, validate_params
 from pipeline.errors import PipelineError
-from pipeline.preset import apply_preset
+from pipeline.preset import apply_preset, merge
 from tests.conftest import ROOT
 
 
 def test_shipped_params_and_presets_are_valid():
     params = load_params(ROOT / "params.yaml")
     validate_params(params)
-    for preset in sorted((ROOT / "configs").glob("*.yaml")):
-        assert isinstance(load_params(preset), dict), preset
+    presets = sorted((ROOT / "configs").glob("*.yaml"))
+    assert {p.name for p in presets} >= {"tiny.yaml", "full.yaml", "pldu.yaml"}
+    for preset in presets:
+        validate_params(merge(params, load_params(preset)), str(preset))
 
 
 def test_misspelt_key_names_it_and_lists_valid_keys():

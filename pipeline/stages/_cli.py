@@ -47,14 +47,14 @@ def passthrough_main(doc: str, stage: str, argv: list[str] | None = None) -> Non
     run(body)
 
 
-def study_main(doc: str, stage: str, schema: type, train_for: Callable, defaults: dict[str, str],
+def study_main(doc: str, stage: str, train_for: Callable, defaults: dict[str, str],
                argv: list[str] | None = None) -> None:
     """main() of a study stage (augment, loss): train the input model further with each
     option of `params[stage]`, keep the best; `train_for(train, cfg, name)` makes an
     option's TrainCfg."""
     from pathlib import Path
 
-    from pipeline.config import BaseCfg, TrainCfg, TrainerCfg, load_params, parse_section
+    from pipeline.config import load_sections
     from pipeline.plots import study_bars
     from pipeline.study import continue_study, write_json
 
@@ -64,11 +64,7 @@ def study_main(doc: str, stage: str, schema: type, train_for: Callable, defaults
     args = p.parse_args(argv)
 
     def body() -> None:
-        params = load_params(args.params)
-        base = parse_section(params, "base", BaseCfg, args.params)
-        train = parse_section(params, "train", TrainCfg, args.params)
-        trainer = parse_section(params, "trainer", TrainerCfg, args.params)
-        cfg = parse_section(params, stage, schema, args.params)
+        base, train, trainer, cfg = load_sections(args.params, "base", "train", "trainer", stage)
         options = {name: train_for(train, cfg, name) for name in cfg.compare}
         record = continue_study(args.model, options, trainer, args.data, args.logs, base.seed,
                                 cfg.iou_tolerance, args.out)

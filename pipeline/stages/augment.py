@@ -16,7 +16,7 @@ def train_for(train: TrainCfg, cfg: AugmentCfg, name: str) -> TrainCfg:
 
 def main(argv: list[str] | None = None) -> None:
     """Train the baseline model further under each policy in `augment.compare`; keep the best."""
-    study_main(__doc__, "augment", AugmentCfg, train_for, DEFAULTS, argv)
+    study_main(__doc__, "augment", train_for, DEFAULTS, argv)
 
 
 if __name__ == "__main__":

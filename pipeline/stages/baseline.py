@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.config import BaseCfg, BaselineCfg, ModelCfg, TrainCfg, TrainerCfg, load_params, parse_section
+from pipeline.config import ModelCfg, load_sections, parse_section
 from pipeline.plots import iou_vs_gmacs
 from pipeline.stages._cli import parser, run
 from pipeline.study import Variant, run_study, write_json
@@ -27,12 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
 
     def body() -> None:
-        params = load_params(args.params)
-        base = parse_section(params, "base", BaseCfg, args.params)
-        model = parse_section(params, "model", ModelCfg, args.params)
-        train = parse_section(params, "train", TrainCfg, args.params)
-        trainer = parse_section(params, "trainer", TrainerCfg, args.params)
-        cfg = parse_section(params, "baseline", BaselineCfg, args.params)
+        base, model, train, trainer, cfg = load_sections(args.params, "base", "model", "train", "trainer", "baseline")
         variants = []
         for overrides in cfg.candidates:
             candidate = parse_section({"model": {**model.model_dump(), **overrides}}, "model", ModelCfg,

@@ -17,7 +17,7 @@ def train_for(train: TrainCfg, cfg: LossCfg, name: str) -> TrainCfg:
 
 def main(argv: list[str] | None = None) -> None:
     """Train the augment stage's model further with each loss in `loss.compare`; keep the best."""
-    study_main(__doc__, "loss", LossCfg, train_for, DEFAULTS, argv)
+    study_main(__doc__, "loss", train_for, DEFAULTS, argv)
 
 
 if __name__ == "__main__":

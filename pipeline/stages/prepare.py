@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipeline.config import BaseCfg, PrepareCfg, load_params, parse_section
+from pipeline.config import load_sections
 from pipeline.data.prepare import prepare
 from pipeline.stages._cli import parser, run
 
@@ -18,9 +18,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
 
     def body() -> None:
-        params = load_params(args.params)
-        base = parse_section(params, "base", BaseCfg, args.params)
-        cfg = parse_section(params, "prepare", PrepareCfg, args.params)
+        base, cfg = load_sections(args.params, "base", "prepare")
         manifest = prepare(cfg, base, args.out)
         args.metrics.parent.mkdir(parents=True, exist_ok=True)
         summary = {k: manifest[k] for k in ("source", "seed", "splits")}
