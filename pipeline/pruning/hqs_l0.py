@@ -1,0 +1,162 @@
+"""HQS-L0: choose channels to remove by half-quadratic splitting of an L0 MAC penalty.
+
+The problem is  min_{W,s}  task(W, s) + λ Σ_j c_j [s_j ≠ 0],  s the feature templates (one
+entry per prunable channel, `templates.py`) and c_j the MACs entry j costs. Half-quadratic
+splitting adds an auxiliary copy z and a coupling term,
+
+    task(W, s) + (μ/2)‖s − z‖² + λ Σ_j c_j [z_j ≠ 0],
+
+and alternates:
+
+(a) optimiser steps on W and s with z fixed, each followed by the proximal step of the
+    coupling term, s ← (s + ημ·z)/(1 + ημ): an exact implicit step, stable for any ημ;
+(b) the exact z-step, a hard threshold per entry: z_j = s_j if s_j² > 2λc_j/μ, else 0
+    (keeping costs λc_j, dropping costs (μ/2)s_j²);
+(c) continuation: μ grows geometrically, so s is pulled ever harder onto z and the entries
+    with z = 0 reach 0 before they are removed.
+
+Users set physical quantities: the fraction of dense MACs to remove, the number of
+sparsification steps and the final stiffness ημ. λ is no knob: each z-step finds it by
+bisection so that the kept entries meet the MAC target.
+
+Gauge: a BN's γ (or a site conv's weights) can take over any scale s gives up, so a raw
+|s| threshold could be gamed. The z-step therefore compares the *effective* scale
+e_j = |s_j|·(neighbour scale), which such rescaling leaves unchanged
+(`Templates.effective_scale`), while z keeps the value of s. Rescaling through the next
+layer's input weights (past a ReLU) is not covered: weight decay on W, none on s, keeps
+that in check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from pipeline.pruning.templates import Templates, round_keep
+
+
+def _drop_at(score: Tensor, cost: Tensor, mu: float) -> Tensor:
+    """The λ above which each entry is dropped: μ·e²/(2c) (so keep ⇔ e² > 2λc/μ)."""
+    return mu * score.double().pow(2) / (2 * cost.double())
+
+
+def hard_threshold(s: Tensor, cost: Tensor, lam: float, mu: float, scale: Tensor | None = None) -> Tensor:
+    """The exact z-step: z_j = s_j where (scale_j·s_j)² > 2λc_j/μ, else 0 (scale defaults to 1)."""
+    score = s.abs() if scale is None else s.abs() * scale
+    return torch.where(_drop_at(score, cost, mu) > lam, s, torch.zeros_like(s))
+
+
+def proximal(s: Tensor, z: Tensor, stiffness: float) -> Tensor:
+    """The implicit step on (μ/2)‖s − z‖² with stiffness ημ: (s + ημ·z)/(1 + ημ)."""
+    return (s + stiffness * z) / (1 + stiffness)
+
+
+def geometric(progress: float, start: float, final: float) -> float:
+    """Geometric interpolation from `start` (progress 0) to `final` (progress ≥ 1)."""
+    return start * (final / start) ** min(max(progress, 0.0), 1.0)
+
+
+def lambda_for_target(
+    score: Tensor, cost: Tensor, mu: float, kept_macs: Callable[[Tensor], float], budget: float
+) -> float:
+    """The smallest λ whose keep set (score² > 2λc/μ) has kept_macs(keep) ≤ budget.
+
+    Bisection over the λ at which each entry drops (kept MACs only fall as λ grows), so the
+    result is exact: one entry fewer dropped would exceed the budget. If even dropping every
+    entry misses the budget, the largest such λ (keep set empty, or what kept_macs adds).
+    """
+    drop_at = _drop_at(score, cost, mu)
+    candidates = torch.unique(torch.cat([drop_at.new_zeros(1), drop_at[torch.isfinite(drop_at)]])).tolist()
+
+    def fits(lam: float) -> bool:
+        return kept_macs(drop_at > lam) <= budget
+
+    if fits(candidates[0]):
+        return candidates[0]  # the budget holds with every entry kept
+    if not fits(candidates[-1]):
+        return candidates[-1]  # out of reach: drop every entry that can go
+    lo, hi = 0, len(candidates) - 1
+    while hi - lo > 1:  # invariant: fits(candidates[hi]), not fits(candidates[lo])
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if fits(candidates[mid]) else (mid, hi)
+    return candidates[hi]
+
+
+class HqsL0:
+    """The HQS-L0 regulariser over a model's feature templates, in Torch-Pruning's
+    regulariser style: the training loop calls it, it never calls the loop.
+
+    Per optimiser step: `optimizer.step()` then `hqs.proximal(lr)`; every few steps (or
+    every epoch) `hqs.z_step()`. At the end, `keep_masks()` goes to `fold_and_remove`.
+    Give the templates no weight decay: their size is what the z-step judges.
+    """
+
+    def __init__(
+        self,
+        templates: Templates,
+        macs_reduction: float,
+        steps: int,
+        lr: float,
+        final_stiffness: float = 1.0,
+        start_stiffness: float = 1e-3,
+        round_to: int | None = None,
+    ):
+        if not 0 <= macs_reduction < 1:
+            raise ValueError(f"macs_reduction must be in [0, 1), got {macs_reduction}")
+        self.templates, self.steps, self.lr, self.round_to = templates, max(steps, 1), lr, round_to
+        self.start_stiffness, self.final_stiffness = start_stiffness, final_stiffness
+        # the target is on the whole model's MACs; the modelled convs and BNs must absorb it
+        self.budget = templates.dense_modelled - macs_reduction * templates.dense_macs
+        self.step, self.lam = 0, 0.0
+        self.keep = torch.ones(templates.entries, dtype=torch.bool)
+        self.z = templates.flat().detach().cpu()
+        self.z_step()
+
+    @property
+    def progress(self) -> float:
+        """Fraction of the sparsification steps done (1 after the last)."""
+        return min(self.step / self.steps, 1.0)
+
+    def stiffness(self, progress: float | None = None) -> float:
+        """ημ at `progress` (default: now), geometric from the start to the final stiffness."""
+        return geometric(self.progress if progress is None else progress, self.start_stiffness, self.final_stiffness)
+
+    @property
+    def mu(self) -> float:
+        """μ now: the stiffness at the base step size."""
+        return self.stiffness() / self.lr
+
+    @torch.no_grad()
+    def z_step(self) -> float:
+        """Find λ for the MAC target at the current μ, then set z by the exact hard threshold
+        on the effective scales; returns λ."""
+        t = self.templates
+        s, neighbours = t.flat().detach().cpu(), t.neighbour_scale()  # bookkeeping stays on the CPU
+        score, sizes = s.abs() * neighbours, [g.size for g in t.groups]
+
+        def legal(keep: Tensor) -> Tensor:  # one entry per group at least (no layer vanishes), rounded
+            return round_keep(keep, score, sizes, self.round_to)
+
+        self.lam = lambda_for_target(score, t.cost, self.mu, lambda keep: t.kept_macs(legal(keep)), self.budget)
+        self.keep = legal(hard_threshold(s, t.cost, self.lam, self.mu, neighbours) != 0)
+        self.z = torch.where(self.keep, s, torch.zeros_like(s))
+        return self.lam
+
+    @torch.no_grad()
+    def proximal(self, step_size: float) -> None:
+        """After optimizer.step(): pull s towards z with stiffness step_size·μ; one step done."""
+        stiffness = step_size * self.mu
+        for param, z in zip(self.templates.scales, self.templates.split(self.z).values(), strict=True):
+            param.copy_(proximal(param, z.to(param.device), stiffness))
+        self.step += 1
+
+    def keep_masks(self) -> dict[str, Tensor]:
+        """{group: bool per channel entry} from the last z-step: False means remove."""
+        return {name: mask.clone() for name, mask in self.templates.split(self.keep).items()}
+
+    def predicted_macs(self) -> float:
+        """MACs of the whole model once the z = 0 entries are removed (modelled)."""
+        t = self.templates
+        return t.dense_macs - (t.dense_modelled - t.kept_macs(self.keep))
