@@ -41,18 +41,14 @@ def load_model(folder: Path) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model from model.json and load model.pt with weights_only=True."""
     meta = load_meta(folder)
     model = create_model(ModelCfg.model_validate(meta["model"]), meta.get("num_classes", 2))
-    try:
-        state = torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
-    except (OSError, RuntimeError, ValueError, EOFError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise PipelineError(f"{folder / WEIGHTS}: cannot load weights ({first})") from None
+    load_weights(model, folder)
     return model, meta
 
 
-def copy_model(src: Path, dst: Path, **meta_updates: Any) -> dict[str, Any]:
-    """Copy a model artifact unchanged (stages not built yet pass their input through)."""
-    model, meta = load_model(src)
-    meta.update(meta_updates)
-    save_model(model, dst, meta)
-    return meta
+def load_weights(model: nn.Module, folder: Path) -> None:
+    """Load folder/model.pt into `model`: tensors only (weights_only=True), shapes must match."""
+    try:
+        model.load_state_dict(torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True))
+    except (OSError, RuntimeError, ValueError, EOFError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise PipelineError(f"{folder / WEIGHTS}: cannot load weights ({first})") from None

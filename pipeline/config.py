@@ -167,6 +167,46 @@ class LossCfg(StudyCfg):
         return self.options
 
 
+class PruneCfg(Strict):
+    """How `prune` sparsifies; the method and the MAC target come from the sweep (dvc.yaml)."""
+
+    # training epochs of the template methods (hqs_l0, l1, l2); one-shot methods get the same
+    # number as extra fine-tuning epochs, so every method has the same budget
+    epochs: int = Field(3, ge=1)
+    lr: float = Field(1e-3, gt=0)  # constant during sparsification: the proximal pull uses it
+    final_stiffness: float = Field(10.0, gt=0)  # ημ at the end: how hard s is pulled onto z
+    round_to: int | None = Field(None, ge=1)  # keep channel counts multiples of this (e.g. 8)
+    # at most this share of any layer's channels goes: MAC-weighted decisions otherwise empty
+    # the costliest (widest, highest-resolution) layers first, which no training recovers from
+    max_layer_pruning: float = Field(0.75, gt=0, le=1)
+    penalty_zero: float = Field(0.01, gt=0, lt=1)  # l1/l2: below this × median effective scale counts as removed
+
+
+class FinetuneCfg(Strict):
+    epochs: int = Field(6, ge=1)  # plus the sparsification epochs a one-shot method did not use
+    lr: float = Field(1e-3, gt=0)
+    distill: Literal["none", "logit"] = "none"  # logit: also match the dense model's outputs
+    distill_weight: float = Field(1.0, ge=0)
+    distill_temperature: float = Field(1.0, gt=0)
+
+
+METHODS = ("hqs_l0", "l1", "l2", "magnitude", "slimming", "random")
+
+
+class SweepCfg(Strict):
+    """Lists that dvc.yaml's `matrix` expands into prune and finetune stages."""
+
+    methods: list[Literal[METHODS]] = Field(default_factory=lambda: ["hqs_l0"], min_length=1)
+    macs_reductions: list[float] = Field(default_factory=lambda: [0.5], min_length=1)
+
+    @model_validator(mode="after")
+    def _reductions_in_range(self) -> SweepCfg:
+        bad = [r for r in self.macs_reductions if not 0 < r < 1]
+        if bad:
+            raise ValueError(f"macs_reductions must lie in (0, 1), got {bad}")
+        return self
+
+
 def load_params(path: Path | str = "params.yaml") -> dict[str, Any]:
     """Read params.yaml safely (no arbitrary YAML tags)."""
     path = Path(path)
@@ -206,6 +246,7 @@ def _keys_at(schema: type[Strict], loc: list[str]) -> list[str]:
 SECTIONS: dict[str, type[Strict]] = {
     "base": BaseCfg, "prepare": PrepareCfg, "model": ModelCfg, "train": TrainCfg,
     "trainer": TrainerCfg, "baseline": BaselineCfg, "augment": AugmentCfg, "loss": LossCfg,
+    "sweep": SweepCfg, "prune": PruneCfg, "finetune": FinetuneCfg,
 }
 
 

@@ -63,3 +63,32 @@ def create_loss(name: str, options: dict[str, Any] | None = None, *, num_classes
     if len(parts) == 1 and not weights:
         return next(iter(parts.values()))
     return WeightedSum(parts, {part: float(weights.get(part, 1.0)) for part in parts})
+
+
+class Distiller(nn.Module):
+    """Logit distillation from a frozen dense model: the student matches the teacher's
+    softened per-pixel probabilities (soft-target BCE for one logit, KL for several), scaled
+    by T² as usual, over the non-ignored pixels."""
+
+    def __init__(self, teacher: nn.Module, weight: float = 1.0, temperature: float = 1.0,
+                 ignore_index: int = 255) -> None:
+        super().__init__()
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.weight, self.temperature, self.ignore_index = weight, temperature, ignore_index
+
+    def train(self, mode: bool = True) -> Distiller:
+        """The teacher stays in eval mode whatever Lightning asks: its BN statistics are fixed."""
+        return super().train(False)
+
+    def forward(self, image: torch.Tensor, student: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            teacher = self.teacher(image) / self.temperature
+        student = student / self.temperature
+        if student.shape[1] == 1:
+            per_pixel = nn.functional.binary_cross_entropy_with_logits(student, torch.sigmoid(teacher),
+                                                                       reduction="none")
+        else:
+            per_pixel = nn.functional.kl_div(student.log_softmax(1), teacher.log_softmax(1), log_target=True,
+                                             reduction="none").sum(1, keepdim=True)
+        valid = (mask != self.ignore_index).unsqueeze(1)
+        return self.weight * self.temperature**2 * per_pixel[valid].mean()

@@ -10,7 +10,7 @@ from torch import nn
 
 from pipeline.config import ModelCfg, TrainCfg
 from pipeline.data.sources.base import IGNORE_INDEX
-from pipeline.losses import create_loss
+from pipeline.losses import Distiller, create_loss
 from pipeline.metrics import LineMetrics, line_probability, line_scores
 from pipeline.models import create_model
 
@@ -22,15 +22,18 @@ class SegmentationModule(L.LightningModule):
     """
 
     def __init__(self, model_cfg: dict[str, Any], train_cfg: dict[str, Any], num_classes: int = 2,
-                 model: nn.Module | None = None, threshold: float = 0.5) -> None:
+                 model: nn.Module | None = None, threshold: float = 0.5, templates: nn.Module | None = None,
+                 teacher: Distiller | None = None) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["model"])
+        self.save_hyperparameters(ignore=["model", "templates", "teacher"])
         self.train_cfg = TrainCfg.model_validate(train_cfg)
         self.model = model if model is not None else create_model(ModelCfg.model_validate(model_cfg), num_classes)
         self.loss = create_loss(self.train_cfg.loss, self.train_cfg.loss_options, num_classes=num_classes)
         self.binary = num_classes == 2
         self.threshold = threshold
         self.metrics = nn.ModuleDict({split: LineMetrics() for split in ("val", "test")})
+        self.templates = templates  # feature templates being sparsified: trained, never weight-decayed
+        self.teacher = teacher  # the dense model to distil from, or None
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.model(image)
@@ -44,6 +47,10 @@ class SegmentationModule(L.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         logits = self(batch["image"])
         loss = self.loss(logits, self._target(batch["mask"]))
+        if self.teacher is not None:
+            distill = self.teacher(batch["image"], logits, batch["mask"])
+            self.log("train/distill", distill, on_epoch=True, sync_dist=True, batch_size=len(batch["mask"]))
+            loss = loss + distill
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True,
                  batch_size=len(batch["mask"]))
         return loss
@@ -74,11 +81,14 @@ class SegmentationModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         cfg = self.train_cfg
+        groups = [{"params": list(self.model.parameters())}]
+        if self.templates is not None:  # their size is what pruning judges: no weight decay
+            groups.append({"params": list(self.templates.parameters()), "weight_decay": 0.0})
         optimizers = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}
         if cfg.optimizer == "sgd":
-            optimizer = torch.optim.SGD(self.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+            optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
         else:
-            optimizer = optimizers[cfg.optimizer](self.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+            optimizer = optimizers[cfg.optimizer](groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         if cfg.scheduler == "none":
             return {"optimizer": optimizer}
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)

@@ -40,17 +40,20 @@ class FitResult:
 
 def fit(model_cfg: ModelCfg, train_cfg: TrainCfg, trainer_cfg: TrainerCfg, data_root: Path,
         log_dir: Path, seed: int, num_classes: int = 2, model: nn.Module | None = None,
-        callbacks: list[Callback] | None = None) -> FitResult | None:
+        callbacks: list[Callback] | None = None, keep_last: bool = False, **module_options: Any) -> FitResult | None:
     """Train, keep the best val IoU checkpoint, tune the threshold on val, score test.
 
     Returns None on every DDP rank but global rank 0 (which returns the result): callers
-    write outputs only when they get a result. `callbacks` are added to the Trainer's.
+    write outputs only when they get a result. `callbacks` are added to the Trainer's;
+    `keep_last` keeps the last weights instead of the best (sparsification must end where
+    its decisions were made); `module_options` go to SegmentationModule (templates, teacher).
     """
     L.seed_everything(seed, workers=True)
-    module = SegmentationModule(model_cfg.model_dump(), train_cfg.model_dump(), num_classes, model=model)
+    module = SegmentationModule(model_cfg.model_dump(), train_cfg.model_dump(), num_classes, model=model,
+                                **module_options)
     data = SegmentationData(data_root, train_cfg)
     with tempfile.TemporaryDirectory(prefix="fit-") as work:
-        best = ModelCheckpoint(dirpath=work, filename="best", monitor="val/iou", mode="max",
+        best = ModelCheckpoint(dirpath=work, filename="best", monitor=None if keep_last else "val/iou", mode="max",
                                save_top_k=1, save_weights_only=True)
         callbacks = [best, *(callbacks or [])]
         if train_cfg.early_stopping_patience:
@@ -68,7 +71,7 @@ def fit(model_cfg: ModelCfg, train_cfg: TrainCfg, trainer_cfg: TrainerCfg, data_
         if not trainer.is_global_zero:
             return None
         # ModelCheckpoint broadcasts rank 0's dirpath, so this is rank 0's own temporary folder
-        if best.best_model_path:  # safe loading: the checkpoint holds tensors and plain values
+        if best.best_model_path and not keep_last:  # safe loading: the checkpoint holds tensors and plain values
             state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
             module.load_state_dict(state["state_dict"])
     return evaluate(module, data, trainer_cfg)

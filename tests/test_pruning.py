@@ -325,3 +325,30 @@ def test_a_pruned_model_saves_as_channels_and_tensors_and_loads_back(tmp_path):
     assert meta["pruned_channels"] == removed_channels(keep)
     with torch.no_grad():
         assert torch.equal(loaded.eval()(x), pruned.eval()(x))
+
+
+# --- the coupling's metric and the layer limit ---------------------------------------------------
+
+
+def test_z_step_in_the_fisher_metric_keeps_the_entries_the_loss_needs():
+    torch.manual_seed(0)
+    model = TinyNet()
+    templates = attach_templates(model, torch.randn(1, 3, 16, 16))
+    hqs = HqsL0(templates, macs_reduction=0.3, steps=10, lr=0.01)
+    by_magnitude = hqs.keep.clone()
+    grad = torch.zeros(templates.entries)
+    grad[~by_magnitude] = 1.0  # the loss now leans on exactly the entries magnitude would drop
+    grad[by_magnitude] = 1e-3
+    for _ in range(3):
+        hqs.observe(grad)
+    assert torch.allclose(hqs.fisher.float(), grad.pow(2))  # a steady gradient: the EMA is its square
+    hqs.z_step()
+    assert (hqs.keep & ~by_magnitude).any()  # entries the loss needs are taken back in
+    assert hqs.predicted_macs() <= 0.7 * templates.dense_macs + templates.cost.max()
+
+
+def test_round_keep_removes_at_most_the_allowed_share_of_a_group():
+    keep, scores = torch.zeros(12, dtype=torch.bool), torch.arange(12.0)
+    limited = round_keep(keep, scores, [8, 4], max_removed=0.75)
+    assert limited[:8].sum() == 2 and limited[8:].sum() == 1  # ceil(25 % of 8), ceil(25 % of 4)
+    assert limited[6:8].all()  # the highest scores come back

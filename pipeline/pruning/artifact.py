@@ -12,7 +12,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from pipeline.artifact import WEIGHTS, load_meta, save_model
+from pipeline.artifact import load_meta, load_weights, save_model
 from pipeline.config import ModelCfg
 from pipeline.errors import PipelineError
 from pipeline.models import create_model
@@ -40,9 +40,5 @@ def load_pruned(folder: Path) -> tuple[nn.Module, dict[str, Any]]:
         except (AttributeError, ValueError, IndexError) as err:
             raise PipelineError(f"{folder}: {PRUNED} does not fit {meta['model']} ({err})") from None
         model.train()  # tracing left it in eval mode; hand it back as create_model does
-    try:
-        model.load_state_dict(torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True))
-    except (OSError, RuntimeError, ValueError, EOFError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise PipelineError(f"{folder / WEIGHTS}: cannot load weights ({first})") from None
+    load_weights(model, folder)
     return model, meta

@@ -11,7 +11,7 @@ and alternates:
 (a) optimiser steps on W and s with z fixed, each followed by the proximal step of the
     coupling term, s ← (s + ημ·z)/(1 + ημ): an exact implicit step, stable for any ημ;
 (b) the exact z-step, a hard threshold per entry: z_j = s_j if s_j² > 2λc_j/μ, else 0
-    (keeping costs λc_j, dropping costs (μ/2)s_j²);
+    (keeping costs λc_j, dropping costs (μ/2)s_j²; in the metric below, F_j·s_j²);
 (c) continuation: μ grows geometrically, so s is pulled ever harder onto z and the entries
     with z = 0 reach 0 before they are removed.
 
@@ -19,12 +19,20 @@ Users set physical quantities: the fraction of dense MACs to remove, the number 
 sparsification steps and the final stiffness ημ. λ is no knob: each z-step finds it by
 bisection so that the kept entries meet the MAC target.
 
+The metric of the coupling. With the plain ‖s − z‖², every template starts at 1 and the
+z-step ranks entries by cost alone: on a U-Net it empties the widest, highest-resolution
+layers first, exactly the ones thin wires need (measured: synthetic test IoU 0.13 after
+fine-tuning, against 0.39 for magnitude pruning). So the coupling is measured in the task's
+own metric, (μ/2)·Σ_j F_j (s_j − z_j)² with F_j = E[(∂task/∂s_j)²] (the empirical Fisher,
+an EMA over the training steps, `observe`), normalised to mean 1. The z-step becomes
+z_j = s_j if F_j·s_j² > 2λc_j/μ: keep a channel when the loss it would cost (≈ ½F_j s_j²)
+exceeds its MAC price λc_j. Before any gradient is seen the metric is the effective scale
+below. The proximal pull stays isotropic, so dropped entries of any F reach 0.
+
 Gauge: a BN's γ (or a site conv's weights) can take over any scale s gives up, so a raw
-|s| threshold could be gamed. The z-step therefore compares the *effective* scale
-e_j = |s_j|·(neighbour scale), which such rescaling leaves unchanged
-(`Templates.effective_scale`), while z keeps the value of s. Rescaling through the next
-layer's input weights (past a ReLU) is not covered: weight decay on W, none on s, keeps
-that in check.
+|s| threshold could be gamed. F_j·s_j² is unchanged by such rescaling (s → s/a scales
+∂task/∂s by a), and so is the fallback, the *effective* scale e_j = |s_j|·(neighbour
+scale) (`Templates.effective_scale`); z keeps the value of s.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from pipeline.pruning.templates import Templates, round_keep
+from pipeline.pruning.templates import Templates
 
 
 def _drop_at(score: Tensor, cost: Tensor, mu: float) -> Tensor:
@@ -101,15 +109,16 @@ class HqsL0:
         lr: float,
         final_stiffness: float = 1.0,
         start_stiffness: float = 1e-3,
-        round_to: int | None = None,
     ):
         if not 0 <= macs_reduction < 1:
             raise ValueError(f"macs_reduction must be in [0, 1), got {macs_reduction}")
-        self.templates, self.steps, self.lr, self.round_to = templates, max(steps, 1), lr, round_to
+        self.templates, self.steps, self.lr = templates, max(steps, 1), lr
         self.start_stiffness, self.final_stiffness = start_stiffness, final_stiffness
-        # the target is on the whole model's MACs; the modelled convs and BNs must absorb it
-        self.budget = templates.dense_modelled - macs_reduction * templates.dense_macs
+        self.budget = templates.budget(macs_reduction)
         self.step, self.lam = 0, 0.0
+        # the coupling's metric, E[(∂task/∂s)²] per entry, once the training loop has measured
+        # it (`observe`); until then the effective scale (|s|·neighbour scale) is the metric
+        self.fisher: Tensor | None = None
         self.keep = torch.ones(templates.entries, dtype=torch.bool)
         self.z = templates.flat().detach().cpu()
         self.z_step()
@@ -131,18 +140,28 @@ class HqsL0:
     @torch.no_grad()
     def z_step(self) -> float:
         """Find λ for the MAC target at the current μ, then set z by the exact hard threshold
-        on the effective scales; returns λ."""
+        on the scales in the coupling's metric; returns λ."""
         t = self.templates
-        s, neighbours = t.flat().detach().cpu(), t.neighbour_scale()  # bookkeeping stays on the CPU
-        score, sizes = s.abs() * neighbours, [g.size for g in t.groups]
+        s = t.flat().detach().cpu()  # bookkeeping stays on the CPU
+        if self.fisher is None:
+            neighbours = t.neighbour_scale()
+        else:
+            neighbours = (self.fisher / self.fisher.mean().clamp_min(1e-30)).sqrt()
+        score = s.abs() * neighbours
 
-        def legal(keep: Tensor) -> Tensor:  # one entry per group at least (no layer vanishes), rounded
-            return round_keep(keep, score, sizes, self.round_to)
+        def legal(keep: Tensor) -> Tensor:  # the templates' rules: none vanishes, rounded, ...
+            return t.legal(keep, score)
 
         self.lam = lambda_for_target(score, t.cost, self.mu, lambda keep: t.kept_macs(legal(keep)), self.budget)
         self.keep = legal(hard_threshold(s, t.cost, self.lam, self.mu, neighbours) != 0)
         self.z = torch.where(self.keep, s, torch.zeros_like(s))
         return self.lam
+
+    @torch.no_grad()
+    def observe(self, grad: Tensor, decay: float = 0.9) -> None:
+        """Fold one step's task gradient w.r.t. the templates into the Fisher estimate."""
+        sq = grad.detach().cpu().double().pow(2)
+        self.fisher = sq if self.fisher is None else decay * self.fisher + (1 - decay) * sq
 
     @torch.no_grad()
     def proximal(self, step_size: float) -> None:

@@ -92,6 +92,10 @@ class Templates(nn.Module):
         object.__setattr__(self, "model", model)  # a plain reference: not a submodule of the templates
         self.groups, self.dg = groups, dg
         self.dense_macs = macs  # of the whole model, by Torch-Pruning's counter (as measure.py counts)
+        # rules every keep set follows (see `legal`): channel counts a multiple of round_to, and
+        # at most the share max_removed of any group removed
+        self.round_to: int | None = None
+        self.max_removed = 1.0
         self.scales = nn.ParameterList([nn.Parameter(torch.ones(g.size)) for g in groups])
         self.entries = n = sum(g.size for g in groups)
         # per (layer, "in"/"out"): the entry of each channel; entry n marks channels never pruned
@@ -109,6 +113,8 @@ class Templates(nn.Module):
         # a site's magnitudes count relative to its mean at attach time: unit-free and fixed
         self.ref = {s: float(_magnitude(model.get_submodule(s)).mean()) or 1.0 for s in self.sites}
         self.handles = [model.get_submodule(s).register_forward_hook(self._hook(e)) for s, e in self.sites.items()]
+        # the entries each layer of a group holds: a concatenation's parts are separate layers
+        self.segments = list({tuple((g.offset + m.root).tolist()) for g in groups for m in g.members if m.dim == "out"})
         self.dense_modelled = self.kept_macs(torch.ones(n, dtype=torch.bool))
         self.cost = self._cost_per_entry()
 
@@ -152,6 +158,21 @@ class Templates(nn.Module):
         """|s|·neighbour_scale per entry, the scale a channel really passes on: moving scale
         between s and γ (or a site conv's weights) leaves it unchanged, so cannot game decisions."""
         return self.flat().detach().cpu().abs() * self.neighbour_scale()
+
+    def legal(self, keep: Tensor, scores: Tensor) -> Tensor:
+        """`round_keep` per group by the rules `round_to` and `max_removed`, then at least one
+        channel in every layer of a group, adding back its highest-`scores` entry: no layer
+        may lose all its channels."""
+        keep = round_keep(keep, scores, [g.size for g in self.groups], self.round_to, self.max_removed)
+        for segment in map(list, self.segments):
+            if not keep[segment].any():
+                keep[segment[int(scores[segment].argmax())]] = True
+        return keep
+
+    def budget(self, macs_reduction: float) -> float:
+        """The modelled MACs (convs and BNs) left once the whole model's MACs fall by
+        `macs_reduction`: the modelled layers absorb all of the cut."""
+        return self.dense_modelled - macs_reduction * self.dense_macs
 
     def kept_macs(self, keep: Tensor) -> float:
         """Modelled MACs (convs and BNs, as Torch-Pruning counts them) with only `keep` entries."""
@@ -220,29 +241,29 @@ def attach_templates(model: nn.Module, example_input: Tensor, ignored_layers: Se
     return Templates(model, dg, groups, hw, macs)
 
 
-def round_keep(keep: Tensor, scores: Tensor, sizes: Sequence[int], round_to: int | None = None) -> Tensor:
-    """Per group (flat `keep` cut into `sizes`), keep at least one entry and a multiple of
-    `round_to` (capped at the group size), adding back the highest-`scores` entries."""
+def round_keep(keep: Tensor, scores: Tensor, sizes: Sequence[int], round_to: int | None = None,
+               max_removed: float = 1.0) -> Tensor:
+    """Per group (flat `keep` cut into `sizes`), keep at least one entry, at least the share
+    1 - `max_removed` of the group, and a multiple of `round_to` (capped at the group size),
+    adding back the highest-`scores` entries."""
     keep, start, step = keep.clone().bool(), 0, round_to or 1
     for size in sizes:
         part, n = keep[start : start + size], int(keep[start : start + size].sum())
-        want = min(size, max(step, math.ceil(n / step) * step))
+        least = max(1, math.ceil((1 - max_removed) * size - 1e-9))
+        want = min(size, max(step, math.ceil(max(n, least) / step) * step))
         if want > n:
             part[torch.where(part, math.inf, scores[start : start + size].float()).topk(want).indices] = True
         start += size
     return keep
 
 
-def fold_and_remove(
-    model: nn.Module, templates: Templates, keep: dict[str, Tensor], round_to: int | None = None
-) -> nn.Module:
+def fold_and_remove(model: nn.Module, templates: Templates, keep: dict[str, Tensor]) -> nn.Module:
     """Fold the templates into the weights, remove the hooks, then physically remove the
-    channels with keep=False (after `round_keep`) through Torch-Pruning's dependency groups.
+    channels with keep=False (made legal by `Templates.legal`) through Torch-Pruning's dependency groups.
     `model` is changed in place and returned: a plain smp model with fewer channels."""
     if templates.model is not model:
         raise ValueError("these templates are attached to another model")
-    scores, sizes = templates.effective_scale(), [g.size for g in templates.groups]
-    keep = templates.split(round_keep(templates.join(keep), scores, sizes, round_to))
+    keep = templates.split(templates.legal(templates.join(keep), templates.effective_scale()))
     templates.fold()
     return remove_channels(model, removed_channels(keep), templates.dg)  # folding left the graph as it was
 

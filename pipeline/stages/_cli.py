@@ -17,6 +17,14 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def add_paths(p: argparse.ArgumentParser, **paths: tuple[str, str]) -> None:
+    """One --name option per path: name=(default, help). dvc.yaml passes them all."""
+    from pathlib import Path
+
+    for name, (default, text) in paths.items():
+        p.add_argument(f"--{name}", type=Path, default=Path(default), help=f"{text} (default: {default})")
+
+
 def run(body: Callable[[], object]) -> None:
     """Run a stage body; a PipelineError becomes one line on stderr and exit status 1."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -25,26 +33,6 @@ def run(body: Callable[[], object]) -> None:
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
-
-
-def passthrough_main(doc: str, stage: str, argv: list[str] | None = None) -> None:
-    """main() of a stage not built yet: copy the input model, report that it is a pass-through."""
-    from pathlib import Path
-
-    from pipeline.artifact import copy_model
-    from pipeline.study import write_json
-
-    p = parser(doc)
-    p.add_argument("--model", type=Path, required=True, help="input model folder")
-    p.add_argument("--out", type=Path, required=True, help="output model folder")
-    p.add_argument("--report", type=Path, default=Path(f"reports/{stage}.json"))
-    args = p.parse_args(argv)
-
-    def body() -> None:
-        meta = copy_model(args.model, args.out, stage=stage)
-        write_json({"status": "pass-through (stage not built yet)", "metrics": meta["metrics"]}, args.report)
-
-    run(body)
 
 
 def study_main(doc: str, stage: str, train_for: Callable, defaults: dict[str, str],

@@ -1,15 +1,39 @@
-"""Stage `finetune`: recover the pruned model's accuracy.
+"""Stage `finetune`: recover the pruned model's accuracy with the dense model's loss.
 
-Not built yet: it passes its input model through unchanged and its report says so, so
-the pipeline runs end to end while later issues fill it in.
+Equal budgets: methods that did not spend `prune.epochs` sparsifying get those epochs here
+on top of `finetune.epochs`. `finetune.distill: logit` distils from the dense model.
 """
 
-from pipeline.stages._cli import passthrough_main
+from __future__ import annotations
+
+from pipeline.config import load_sections
+from pipeline.pruning.artifact import PRUNED, save_pruned
+from pipeline.pruning.run import finetune
+from pipeline.stages._cli import add_paths, parser, run
+from pipeline.study import write_json
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Copy --model to --out; write a report marking the pass-through."""
-    passthrough_main(__doc__, "finetune", argv)
+    """Fine-tune --model (a pruned model folder); write --out and --report."""
+    p = parser(__doc__)
+    add_paths(p, model=("checkpoints/pruned/hqs_l0-0.5", "pruned model folder"),
+              dense=("checkpoints/dense", "dense model, the teacher"), data=("data/prepared", "prepared data set"),
+              out=("checkpoints/final/hqs_l0-0.5", "output model folder"),
+              report=("reports/finetune/hqs_l0-0.5.json", "record (JSON)"), logs=("logs/finetune/hqs_l0-0.5", "curves"))
+    args = p.parse_args(argv)
+
+    def body() -> None:
+        base, trainer, cfg = load_sections(args.params, "base", "trainer", "finetune")
+        done = finetune(args.model, args.dense, args.data, cfg, trainer, base.seed, args.logs)
+        if done is None:  # a DDP rank other than 0: rank 0 writes the outputs
+            return
+        model, meta, record = done
+        save_pruned(model, args.out, meta, meta[PRUNED])
+        write_json(record, args.report)
+        print(f"{record['method']}: test IoU {record['after_removal'].get('test/iou', 0):.3f} after removal -> "
+              f"{record['final']['test/iou']:.3f} after {record['epochs']} epochs")
+
+    run(body)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,46 @@
-"""Stage `prune`: HQS-L0 feature-template pruning.
+"""Stage `prune`: remove channels from the dense model until its MACs fall by a target.
 
-Not built yet: it passes its input model through unchanged and its report says so, so
-the pipeline runs end to end while later issues fill it in.
+The method (hqs_l0, l1, l2, magnitude, slimming, random) and the MAC target come from the
+command line, which dvc.yaml's matrix fills from the `sweep` section; how to sparsify from
+the `prune` section. Works on any model folder (model.json + model.pt), e.g. your own
+smp checkpoint, without the earlier stages.
 """
 
-from pipeline.stages._cli import passthrough_main
+from __future__ import annotations
+
+from pipeline.config import METHODS, load_sections
+from pipeline.errors import PipelineError
+from pipeline.pruning.artifact import PRUNED, save_pruned
+from pipeline.pruning.run import prune
+from pipeline.stages._cli import add_paths, parser, run
+from pipeline.study import write_json
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Copy --model to --out; write a report marking the pass-through."""
-    passthrough_main(__doc__, "prune", argv)
+    """Prune --model by --method to --macs-reduction; write --out and --report."""
+    p = parser(__doc__)
+    p.add_argument("--method", default="hqs_l0", choices=METHODS, help="pruning method (default: hqs_l0)")
+    p.add_argument("--macs-reduction", type=float, default=0.5, help="fraction of the dense MACs to remove")
+    add_paths(p, model=("checkpoints/dense", "dense model folder"), data=("data/prepared", "prepared data set"),
+              out=("checkpoints/pruned/hqs_l0-0.5", "pruned model folder"),
+              report=("reports/prune/hqs_l0-0.5.json", "record (JSON)"), logs=("logs/prune/hqs_l0-0.5", "curves"))
+    args = p.parse_args(argv)
+
+    def body() -> None:
+        base, trainer, cfg = load_sections(args.params, "base", "trainer", "prune")
+        if not 0 < args.macs_reduction < 1:
+            raise PipelineError(f"--macs-reduction must lie in (0, 1), got {args.macs_reduction}")
+        done = prune(args.model, args.data, args.method, args.macs_reduction, cfg, trainer, base.seed, args.logs)
+        if done is None:  # a DDP rank other than 0: rank 0 writes the outputs
+            return
+        pruned, meta, record = done
+        save_pruned(pruned, args.out, meta, record[PRUNED])
+        write_json(record, args.report)
+        after = record["after_removal"]
+        print(f"{args.method}: MACs -{record['achieved_reduction']:.1%} (target -{args.macs_reduction:.0%}), "
+              f"val IoU right after removal {after['val/iou']:.3f} (dense {record['dense'].get('val/iou', 0):.3f})")
+
+    run(body)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,123 @@
+"""prune(): a dense model folder in, a physically pruned model and its record out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from pipeline.config import FinetuneCfg, ModelCfg, PruneCfg, TrainCfg, TrainerCfg
+from pipeline.data.datamodule import SegmentationData
+from pipeline.errors import PipelineError
+from pipeline.losses import Distiller
+from pipeline.measure import latency_ms, macs_and_params
+from pipeline.module import SegmentationModule
+from pipeline.pruning.artifact import PRUNED, load_pruned
+from pipeline.pruning.methods import (
+    ONE_SHOT,
+    TRAINED,
+    check_method,
+    create_sparsifier,
+    importance_scores,
+    keep_by_score,
+    saliency_gap,
+)
+from pipeline.pruning.templates import attach_templates, fold_and_remove, removed_channels
+from pipeline.train import evaluate, fit
+
+
+def conv_channels(model: nn.Module) -> dict[str, int]:
+    """Output channels of every conv, by layer name (the channels-per-layer figure)."""
+    return {name: m.out_channels for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+
+
+def sparsify_train_cfg(meta: dict[str, Any], cfg: PruneCfg) -> TrainCfg:
+    """The dense model's training config with the sparsification budget: constant lr (the
+    proximal pull is scaled by it), no early stopping."""
+    return TrainCfg.model_validate({**meta.get("train", {}), "epochs": cfg.epochs, "lr": cfg.lr,
+                                    "scheduler": "none", "early_stopping_patience": 0})
+
+
+def prune(dense: Path, data: Path, method: str, macs_reduction: float, cfg: PruneCfg, trainer: TrainerCfg,
+          seed: int, logs: Path) -> tuple[nn.Module, dict[str, Any], dict[str, Any]] | None:
+    """Prune the model in `dense` by `method` until its MACs fall by `macs_reduction`.
+
+    Returns (pruned model, its model.json, the stage record), or None on DDP ranks other
+    than 0 (they help train, rank 0 writes).
+    """
+    check_method(method)
+    model, meta = load_pruned(dense)
+    if meta.get(PRUNED):
+        raise PipelineError(f"{dense}: this model is already pruned; prune the dense model it came from")
+    model_cfg, num_classes, size = ModelCfg.model_validate(meta["model"]), meta.get("num_classes", 2), \
+        meta.get("cost_size", 256)
+    train = sparsify_train_cfg(meta, cfg)
+    dense_macs, dense_params = macs_and_params(model, size)
+    dense_channels = conv_channels(model)
+    L.seed_everything(seed, workers=True)
+    templates = attach_templates(model, torch.zeros(1, 3, size, size))
+    templates.round_to, templates.max_removed = cfg.round_to, cfg.max_layer_pruning
+    effective = None
+    if method in TRAINED:
+        sparsifier = create_sparsifier(method, templates, macs_reduction, cfg.lr, cfg.final_stiffness,
+                                       cfg.penalty_zero)
+        if fit(model_cfg, train, trainer, data, logs, seed, num_classes, model=model, callbacks=[sparsifier],
+               keep_last=True, templates=templates) is None:
+            return None
+        keep, effective = sparsifier.keep(), templates.effective_scale()
+    else:
+        keep = keep_by_score(templates, importance_scores(model, templates, ONE_SHOT[method]()), macs_reduction)
+    removed = removed_channels(templates.split(keep))
+    pruned = fold_and_remove(model, templates, templates.split(keep))
+    macs, params = macs_and_params(pruned, size)
+    module = SegmentationModule(model_cfg.model_dump(), train.model_dump(), num_classes, model=pruned)
+    after = evaluate(module, SegmentationData(data, train), trainer)
+    record = {
+        "method": method, "macs_reduction": macs_reduction, "achieved_reduction": 1 - macs / dense_macs,
+        "sparsify_epochs": cfg.epochs if method in TRAINED else 0, "budget_epochs": cfg.epochs,
+        "dense": {"gmacs": dense_macs / 1e9, "mparams": dense_params / 1e6, **meta.get("metrics", {})},
+        "pruned": {"gmacs": macs / 1e9, "mparams": params / 1e6},
+        "after_removal": after.metrics, "cost_size": size,
+        "channels": {name: [n, kept] for (name, n), kept in zip(dense_channels.items(),
+                                                                 conv_channels(pruned).values(), strict=True)},
+        PRUNED: removed,
+    }
+    if effective is not None:  # the template magnitudes the decision was made on, before any threshold
+        record["templates"] = {"effective": [round(float(e), 6) for e in effective],
+                               "kept": keep.tolist(), "saliency_gap": saliency_gap(effective, keep)}
+    pruned_meta = {**meta, "threshold": after.threshold, "metrics": after.metrics, "method": method,
+                   "macs_reduction": macs_reduction, "sparsify_epochs": record["sparsify_epochs"],
+                   "budget_epochs": cfg.epochs}
+    return pruned, pruned_meta, record
+
+
+def finetune(pruned: Path, dense: Path, data: Path, cfg: FinetuneCfg, trainer: TrainerCfg, seed: int,
+             logs: Path) -> tuple[nn.Module, dict[str, Any], dict[str, Any]] | None:
+    """Train a pruned model with the dense model's loss and crops to recover accuracy.
+
+    Equal budgets: a method that spent fewer than `budget_epochs` sparsifying (the one-shot
+    ones spend none) gets the difference as extra epochs here. With `distill: logit` the
+    dense model in `dense` is the teacher. None on DDP ranks other than 0.
+    """
+    model, meta = load_pruned(pruned)
+    extra = meta.get("budget_epochs", 0) - meta.get("sparsify_epochs", 0)
+    train = TrainCfg.model_validate({**meta.get("train", {}), "epochs": cfg.epochs + extra, "lr": cfg.lr})
+    options = {}
+    if cfg.distill == "logit":
+        teacher, _ = load_pruned(dense)
+        options["teacher"] = Distiller(teacher, cfg.distill_weight, cfg.distill_temperature)
+    model_cfg, num_classes = ModelCfg.model_validate(meta["model"]), meta.get("num_classes", 2)
+    result = fit(model_cfg, train, trainer, data, logs, seed, num_classes, model=model, **options)
+    if result is None:
+        return None
+    size = meta.get("cost_size", 256)
+    macs, params = macs_and_params(result.module.model, size)
+    row = {**result.metrics, "gmacs": macs / 1e9, "mparams": params / 1e6,
+           "latency_ms": latency_ms(result.module.model, size), "threshold": result.threshold}
+    record = {"method": meta.get("method"), "macs_reduction": meta.get("macs_reduction"), "epochs": train.epochs,
+              "extra_epochs": extra, "distill": cfg.distill, "after_removal": meta.get("metrics", {}), "final": row}
+    return result.module.model, {**meta, "threshold": result.threshold, "metrics": result.metrics,
+                                 "finetune_epochs": train.epochs}, record

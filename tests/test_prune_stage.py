@@ -1,0 +1,194 @@
+"""The prune and finetune stages: every method meets the MAC target on the physically pruned
+model, the L1/L2 baselines, the saliency gap, distillation, equal budgets, and the stage chain."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from pipeline.artifact import save_model
+from pipeline.config import METHODS, ModelCfg, SweepCfg, TrainCfg
+from pipeline.errors import PipelineError
+from pipeline.losses import Distiller
+from pipeline.measure import macs_and_params
+from pipeline.models import create_model
+from pipeline.pruning.artifact import load_pruned
+from pipeline.pruning.methods import (
+    ONE_SHOT,
+    TRAINED,
+    HqsSparsifier,
+    PenaltySparsifier,
+    check_method,
+    importance_scores,
+    keep_by_score,
+    saliency_gap,
+)
+from pipeline.pruning.templates import attach_templates, fold_and_remove
+from pipeline.stages import finetune, prune
+from tests.test_pruning import SIZE, TinyNet, smp_model
+
+
+def test_the_method_registry_is_what_the_config_accepts():
+    assert set(METHODS) == TRAINED | set(ONE_SHOT)
+    with pytest.raises(PipelineError, match="hqs_l0.*magnitude"):
+        check_method("lottery")
+    with pytest.raises(ValueError, match="macs_reductions"):
+        SweepCfg(macs_reductions=[0.5, 1.2])
+
+
+@pytest.mark.parametrize("method", sorted(ONE_SHOT))
+@pytest.mark.parametrize(("arch", "encoder"), [("Unet", "resnet18"), ("DeepLabV3Plus", "mobilenet_v2")])
+def test_one_shot_methods_meet_the_mac_target_on_the_pruned_model(method, arch, encoder):
+    model, x = smp_model(arch, encoder), torch.randn(1, 3, SIZE, SIZE)
+    dense_macs, _ = macs_and_params(model, SIZE)
+    templates = attach_templates(model, x)
+    torch.manual_seed(0)
+    scores = importance_scores(model, templates, ONE_SHOT[method]())
+    assert scores.shape == (templates.entries,) and scores.isfinite().all()
+    keep = keep_by_score(templates, scores, 0.5)
+    pruned = fold_and_remove(model, templates, templates.split(keep))
+    macs, _ = macs_and_params(pruned, SIZE)
+    assert abs((1 - macs / dense_macs) - 0.5) <= 0.02
+    with torch.no_grad():
+        assert pruned(x).shape == (1, 1, SIZE, SIZE)
+
+
+def test_magnitude_drops_the_weakest_channels():
+    model, x = smp_model("Unet", "resnet18"), torch.randn(1, 3, SIZE, SIZE)
+    templates = attach_templates(model, x)
+    scores = importance_scores(model, templates, ONE_SHOT["magnitude"]())
+    keep = keep_by_score(templates, scores, 0.3)
+    forced = torch.zeros_like(keep)  # entries kept only because their group needs one
+    for g in templates.groups:
+        part = keep[g.offset : g.offset + g.size]
+        if part.sum() == 1:
+            forced[g.offset : g.offset + g.size] = part
+    assert scores[keep & ~forced].min() >= scores[~keep].max()
+
+
+def test_saliency_gap_is_smallest_kept_over_largest_removed():
+    effective = torch.tensor([0.9, 0.001, 0.5, 0.002])
+    keep = torch.tensor([True, False, True, False])
+    assert saliency_gap(effective, keep) == pytest.approx(0.5 / 0.002)
+    assert saliency_gap(effective, torch.ones(4, dtype=torch.bool)) == float("inf")
+
+
+class _Trainer:
+    estimated_stepping_batches = 40
+
+
+def test_l1_steps_stop_at_zero_l2_decays_and_lambda_follows_the_target():
+    torch.manual_seed(0)
+    model = TinyNet()
+    templates = attach_templates(model, torch.randn(1, 3, 16, 16))
+    with torch.no_grad():
+        templates.scales[0].copy_(torch.linspace(0.001, 1.0, templates.scales[0].numel()))
+    l1 = PenaltySparsifier(templates, macs_reduction=0.9, lr=0.01, p=1)
+    l1.on_train_start(_Trainer())
+    lam = l1.lam
+    for _ in range(2):  # two steps, one decision: the target is far, so λ grows
+        l1.on_train_batch_end(_Trainer())
+    s = templates.flat().detach()
+    assert (s >= 0).all() and (s == 0).any()  # no sign flips: the smallest stopped at zero
+    assert l1.lam == pytest.approx(lam * 1.5)
+
+    with torch.no_grad():
+        for p in templates.scales:
+            p.fill_(1.0)
+    l2 = PenaltySparsifier(templates, macs_reduction=0.0, lr=0.01, p=2)
+    l2.on_train_start(_Trainer())
+    l2.on_train_batch_end(_Trainer())
+    s = templates.flat().detach()
+    assert (s < 1).all() and (s > 0).all()  # a decay, no zeros
+    assert l2.keep().all()  # no MAC target: nothing removed
+
+
+def test_distillation_pulls_only_where_student_and_teacher_differ():
+    teacher = nn.Conv2d(3, 1, 1)
+    image, mask = torch.randn(2, 3, 8, 8), torch.zeros(2, 8, 8, dtype=torch.long)
+    mask[:, :4] = 255  # ignored pixels do not count
+    distil = Distiller(teacher)
+    same = teacher(image).detach().requires_grad_(True)
+    distil(image, same, mask).backward()
+    assert same.grad.abs().max() < 1e-6
+    other = torch.zeros_like(same, requires_grad=True)
+    distil(image, other, mask).backward()
+    assert other.grad[:, :, 4:].abs().max() > 0 and other.grad[:, :, :4].abs().max() == 0
+    distil.train()
+    assert not distil.teacher.training  # the teacher's BN statistics never move
+
+
+@pytest.fixture(scope="module")
+def dense(tmp_path_factory, params) -> Path:
+    """An untrained tiny Unet saved as a dense model folder, as the loss stage writes one."""
+    folder = tmp_path_factory.mktemp("dense")
+    cfg = ModelCfg.model_validate(params["model"])
+    torch.manual_seed(0)
+    model = create_model(cfg)
+    train = TrainCfg.model_validate(params["train"]).model_dump()
+    save_model(model, folder, {"model": cfg.model_dump(), "num_classes": 2, "threshold": 0.5, "cost_size": 64,
+                               "metrics": {"val/iou": 0.0}, "train": train})
+    return folder
+
+
+@pytest.mark.parametrize("method", ["hqs_l0", "magnitude"])
+def test_prune_then_finetune_stages(method, dense, tiny_data, params, tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    out = tmp_path / "pruned"
+    prune.main(["--params", str(path), "--method", method, "--macs-reduction", "0.5", "--model", str(dense),
+                "--data", str(tiny_data), "--out", str(out), "--report", str(tmp_path / "prune.json"),
+                "--logs", str(tmp_path / "logs")])
+    record = json.loads((tmp_path / "prune.json").read_text())
+    assert abs(record["achieved_reduction"] - 0.5) <= 0.02
+    assert ("templates" in record) == (method == "hqs_l0")
+    assert any(kept < n for n, kept in record["channels"].values())
+    model, meta = load_pruned(out)
+    assert macs_and_params(model, 64)[0] / 1e9 == pytest.approx(record["pruned"]["gmacs"])
+
+    finetune.main(["--params", str(path), "--model", str(out), "--dense", str(dense), "--data", str(tiny_data),
+                   "--out", str(tmp_path / "final"), "--report", str(tmp_path / "final.json"),
+                   "--logs", str(tmp_path / "logs")])
+    done = json.loads((tmp_path / "final.json").read_text())
+    # equal budgets: the one-shot method gets the sparsification epochs as extra fine-tuning
+    assert done["epochs"] == params["finetune"]["epochs"] + (params["prune"]["epochs"] if method == "magnitude" else 0)
+    final, _ = load_pruned(tmp_path / "final")
+    assert macs_and_params(final, 64)[0] == macs_and_params(model, 64)[0]
+
+
+def test_an_already_pruned_model_is_refused(dense, tiny_data, params, tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    args = ["--params", str(path), "--method", "random", "--data", str(tiny_data), "--logs", str(tmp_path / "l")]
+    prune.main([*args, "--model", str(dense), "--out", str(tmp_path / "once"), "--report", str(tmp_path / "1.json")])
+    with pytest.raises(SystemExit):
+        prune.main([*args, "--model", str(tmp_path / "once"), "--out", str(tmp_path / "twice"),
+                    "--report", str(tmp_path / "2.json")])
+    assert not (tmp_path / "twice").exists()
+
+
+
+def test_saliency_gap_of_ties_at_zero_is_no_gap():
+    effective = torch.tensor([0.0, 0.0, 0.5])
+    assert saliency_gap(effective, torch.tensor([True, False, True])) == 1.0
+
+
+def test_hqs_sparsifier_measures_the_task_gradient_before_each_step_and_pulls_after():
+    torch.manual_seed(0)
+    model = TinyNet()
+    templates = attach_templates(model, torch.randn(1, 3, 16, 16))
+    sparsifier = HqsSparsifier(templates, macs_reduction=0.3, lr=0.01, final_stiffness=10.0)
+    sparsifier.on_train_start(_Trainer())
+    nn.functional.mse_loss(model(torch.randn(2, 3, 16, 16)), torch.zeros(2, 1, 16, 16)).backward()
+    grad = torch.cat([p.grad for p in templates.scales])
+    sparsifier.on_before_optimizer_step(_Trainer())
+    assert torch.allclose(sparsifier.hqs.fisher.float(), grad.pow(2))
+    dropped = ~sparsifier.keep()
+    before = templates.flat().detach()[dropped]
+    sparsifier.on_train_batch_end(_Trainer())
+    assert sparsifier.hqs.step == 1 and (templates.flat().detach()[dropped].abs() < before.abs()).all()
