@@ -43,13 +43,15 @@ def project(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_dvc_repro_runs_end_to_end_then_does_nothing(project: Path):
     first = run([sys.executable, "-m", "dvc", "repro"], project)
-    for stage in ("prepare", "baseline", "augment", "loss", "prune@hqs_l0-0.5", "finetune@hqs_l0-0.5", "report"):
+    pruning = [f"{stage}@{method}-0.5" for stage in ("prune", "finetune") for method in ("hqs_l0", "magnitude")]
+    for stage in ("prepare", "baseline", "augment", "loss", *pruning, "report"):
         assert f"Running stage '{stage}'" in first
     baseline = json.loads((project / "reports" / "baseline.json").read_text())
     assert baseline["winner"] in baseline["candidates"]
     assert (project / "checkpoints" / "final" / "hqs_l0-0.5" / "model.pt").exists()
     report = (project / "reports" / "report.md").read_text()
-    assert "| pruned hqs_l0-0.5, fine-tuned" in report and "saliency gap" in report
+    assert "| pruned hqs_l0-0.5, fine-tuned" in report and "| pruned magnitude-0.5, fine-tuned" in report
+    assert "saliency gap" in report
     assert (project / "reports" / "figures" / "template_magnitudes.png").exists()
     second = run([sys.executable, "-m", "dvc", "repro"], project)
     assert "Running stage" not in second, second

@@ -8,6 +8,8 @@ smp checkpoint, without the earlier stages.
 
 from __future__ import annotations
 
+from dvclive import Live
+
 from pipeline.config import METHODS, load_sections
 from pipeline.errors import PipelineError
 from pipeline.pruning.artifact import PRUNED, save_pruned
@@ -34,6 +36,10 @@ def main(argv: list[str] | None = None) -> None:
         if done is None:  # a DDP rank other than 0: rank 0 writes the outputs
             return
         pruned, meta, record = done
+        if not args.logs.exists():  # one-shot methods train nothing: their curve is one point, after removal
+            with Live(str(args.logs), save_dvc_exp=False, dvcyaml=False) as live:
+                for name, value in record["after_removal"].items():
+                    live.log_metric(name, value)
         save_pruned(pruned, args.out, meta, record[PRUNED])
         write_json(record, args.report)
         after = record["after_removal"]
