@@ -144,16 +144,16 @@ class HqsL0:
         t = self.templates
         s = t.flat().detach().cpu()  # bookkeeping stays on the CPU
         if self.fisher is None:
-            neighbours = t.neighbour_scale()
+            metric = t.neighbour_scale()
         else:
-            neighbours = (self.fisher / self.fisher.mean().clamp_min(1e-30)).sqrt()
-        score = s.abs() * neighbours
+            metric = (self.fisher / self.fisher.mean().clamp_min(1e-30)).sqrt()
+        score = s.abs() * metric
 
         def legal(keep: Tensor) -> Tensor:  # the templates' rules: none vanishes, rounded, ...
             return t.legal(keep, score)
 
         self.lam = lambda_for_target(score, t.cost, self.mu, lambda keep: t.kept_macs(legal(keep)), self.budget)
-        self.keep = legal(hard_threshold(s, t.cost, self.lam, self.mu, neighbours) != 0)
+        self.keep = legal(hard_threshold(s, t.cost, self.lam, self.mu, metric) != 0)
         self.z = torch.where(self.keep, s, torch.zeros_like(s))
         return self.lam
 

@@ -52,8 +52,8 @@ def prune(dense: Path, data: Path, method: str, macs_reduction: float, cfg: Prun
     model, meta = load_pruned(dense)
     if meta.get(PRUNED):
         raise PipelineError(f"{dense}: this model is already pruned; prune the dense model it came from")
-    model_cfg, num_classes, size = ModelCfg.model_validate(meta["model"]), meta.get("num_classes", 2), \
-        meta.get("cost_size", 256)
+    model_cfg, num_classes = ModelCfg.model_validate(meta["model"]), meta.get("num_classes", 2)
+    size = meta.get("cost_size", 256)
     train = sparsify_train_cfg(meta, cfg)
     dense_macs, dense_params = macs_and_params(model, size)
     dense_channels = conv_channels(model)
