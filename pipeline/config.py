@@ -207,6 +207,24 @@ class SweepCfg(Strict):
         return self
 
 
+class ExportCfg(Strict):
+    """Which fine-tuned model is the deliverable, and how it is exported."""
+
+    model: str = "hqs_l0-0.5"  # <method>-<macs_reduction> of a finetune run in the sweep
+    opset: int = Field(17, ge=13)
+    max_abs_diff: float = Field(1e-3, gt=0)  # ONNX Runtime vs PyTorch logits on test images
+    check_images: int = Field(4, ge=1)
+
+
+class ReportCfg(Strict):
+    """The latency protocol: batch 1 at the evaluation size, interleaved rounds."""
+
+    threads: int = Field(2, ge=1)
+    warmup: int = Field(3, ge=0)
+    rounds: int = Field(20, ge=3)
+    panel_images: int = Field(3, ge=1)  # test images in the prediction panel
+
+
 def load_params(path: Path | str = "params.yaml") -> dict[str, Any]:
     """Read params.yaml safely (no arbitrary YAML tags)."""
     path = Path(path)
@@ -246,7 +264,7 @@ def _keys_at(schema: type[Strict], loc: list[str]) -> list[str]:
 SECTIONS: dict[str, type[Strict]] = {
     "base": BaseCfg, "prepare": PrepareCfg, "model": ModelCfg, "train": TrainCfg,
     "trainer": TrainerCfg, "baseline": BaselineCfg, "augment": AugmentCfg, "loss": LossCfg,
-    "sweep": SweepCfg, "prune": PruneCfg, "finetune": FinetuneCfg,
+    "sweep": SweepCfg, "prune": PruneCfg, "finetune": FinetuneCfg, "export": ExportCfg, "report": ReportCfg,
 }
 
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import numpy as np
 import segmentation_models_pytorch as smp
 import torch
+from scipy.ndimage import distance_transform_edt
 from torchmetrics import Metric
 
 from pipeline.data.sources.base import IGNORE_INDEX, LINE
 
 N_BINS = 100  # thresholds k / N_BINS; 0.5 is one of them
+# BSDS' maxDist as a share of the image diagonal. Our matching is not one-to-one and does not
+# thin predictions, so tolerance F1 is not directly comparable with BSDS ODS.
+TOLERANCE = 0.0075
 
 
 def line_probability(logits: torch.Tensor) -> torch.Tensor:
@@ -67,3 +72,53 @@ def line_scores(counts: torch.Tensor, threshold: float = 0.5) -> dict[str, torch
         "recall": smp.metrics.recall(tp, fp, fn, tn, reduction="none", zero_division=0.0),
         "best_threshold": torch.argmax(f1_all).float() / N_BINS,
     }
+
+
+def tolerance_counts(pred: np.ndarray, true: np.ndarray, valid: np.ndarray, tolerance: float = TOLERANCE
+                     ) -> dict[str, int]:
+    """Distance-tolerant hits of one image (HxW bool arrays; padding and void are not `valid`).
+
+    A predicted line pixel is a hit when a true one lies within `tolerance` x the diagonal of
+    the labelled area, and a true pixel is a hit when a predicted one does.
+    """
+    pred, true = pred & valid, true & valid
+    max_dist = tolerance * float(np.hypot(valid.any(1).sum(), valid.any(0).sum()))
+    to_true = distance_transform_edt(~true) if true.any() else np.full(true.shape, np.inf)
+    to_pred = distance_transform_edt(~pred) if pred.any() else np.full(pred.shape, np.inf)
+    return {"tol_pred_hit": int((pred & (to_true <= max_dist)).sum()), "tol_pred": int(pred.sum()),
+            "tol_true_hit": int((true & (to_pred <= max_dist)).sum()), "tol_true": int(true.sum())}
+
+
+def tolerance_f1(c: dict) -> tuple:
+    """(precision, recall, F1) from summed tolerance counts (numbers or arrays)."""
+    precision = np.divide(c["tol_pred_hit"], c["tol_pred"], out=np.zeros(np.shape(c["tol_pred"])),
+                          where=np.asarray(c["tol_pred"]) > 0)
+    recall = np.divide(c["tol_true_hit"], c["tol_true"], out=np.zeros(np.shape(c["tol_true"])),
+                       where=np.asarray(c["tol_true"]) > 0)
+    total = precision + recall
+    return precision, recall, np.divide(2 * precision * recall, total, out=np.zeros(np.shape(total)), where=total > 0)
+
+
+class ToleranceMetrics(Metric):
+    """Tolerance precision/recall/F1 of the line class at one threshold, summed over images."""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        for name in ("tol_pred_hit", "tol_pred", "tol_true_hit", "tol_true"):
+            self.add_state(name, torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, prob: torch.Tensor, target: torch.Tensor, threshold: float) -> None:
+        """prob: (B, H, W) line probability; target: (B, H, W) class ids with IGNORE_INDEX."""
+        pred = (prob.detach() >= threshold).cpu().numpy()
+        target = target.cpu().numpy()
+        for p, t in zip(pred, target, strict=True):
+            for name, value in tolerance_counts(p, t == LINE, t != IGNORE_INDEX).items():
+                setattr(self, name, getattr(self, name) + value)
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        counts = {name: int(getattr(self, name)) for name in ("tol_pred_hit", "tol_pred", "tol_true_hit", "tol_true")}
+        precision, recall, f1 = tolerance_f1(counts)
+        return {"tol_precision": torch.tensor(float(precision)), "tol_recall": torch.tensor(float(recall)),
+                "tol_f1": torch.tensor(float(f1))}

@@ -11,7 +11,7 @@ from torch import nn
 from pipeline.config import ModelCfg, TrainCfg
 from pipeline.data.sources.base import IGNORE_INDEX
 from pipeline.losses import Distiller, create_loss
-from pipeline.metrics import LineMetrics, line_probability, line_scores
+from pipeline.metrics import LineMetrics, ToleranceMetrics, line_probability, line_scores
 from pipeline.models import create_model
 
 
@@ -32,6 +32,8 @@ class SegmentationModule(L.LightningModule):
         self.binary = num_classes == 2
         self.threshold = threshold
         self.metrics = nn.ModuleDict({split: LineMetrics() for split in ("val", "test")})
+        # test only: it needs the tuned threshold, known after validation (and costs a distance transform)
+        self.tolerance = ToleranceMetrics()
         self.templates = templates  # feature templates being sparsified: trained, never weight-decayed
         self.teacher = teacher  # the dense model to distil from, or None
 
@@ -59,10 +61,16 @@ class SegmentationModule(L.LightningModule):
         logits = self(batch["image"])
         loss = self.loss(logits, self._target(batch["mask"]))
         self.log(f"{split}/loss", loss, on_epoch=True, sync_dist=True, batch_size=len(batch["mask"]))
-        self.metrics[split].update(line_probability(logits), batch["mask"])
+        prob = line_probability(logits)
+        self.metrics[split].update(prob, batch["mask"])
+        if split == "test":
+            self.tolerance.update(prob, batch["mask"], self.threshold)
 
     def _eval_epoch_end(self, split: str) -> None:
         values = line_scores(self.metrics[split].compute(), self.threshold)
+        if split == "test":
+            values.update(self.tolerance.compute())
+            self.tolerance.reset()
         for name, value in values.items():
             self.log(f"{split}/{name}", value, prog_bar=name == "iou")
         self.metrics[split].reset()

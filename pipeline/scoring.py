@@ -13,48 +13,34 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.ndimage import distance_transform_edt
 from torch import nn
 
 from pipeline.data.datamodule import PreparedSplit, eval_transform, pad_collate
 from pipeline.data.sources.base import IGNORE_INDEX, LINE
-from pipeline.metrics import line_probability
+from pipeline.metrics import line_probability, tolerance_counts, tolerance_f1
 
-# BSDS' maxDist as a share of the image diagonal; our matching is not one-to-one and does not
-# thin predictions, so the figure is not directly comparable with BSDS ODS
-TOLERANCE = 0.0075
 COUNTS = ("tp", "fp", "fn", "tol_pred_hit", "tol_pred", "tol_true_hit", "tol_true")
 
 
 @torch.inference_mode()
-def split_probabilities(model: nn.Module, root: Path, split: str = "test") -> Iterator[tuple[str, np.ndarray,
-                                                                                            np.ndarray]]:
-    """(name, line probability HxW, mask HxW) for every image of a prepared split, whole size."""
+def split_probabilities(model: nn.Module, root: Path, split: str = "test", limit: int | None = None
+                        ) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, line probability HxW, mask HxW) for the first `limit` (all) images of a split, whole size."""
     model.eval()
-    for item in PreparedSplit(Path(root), split, eval_transform()):
+    images = PreparedSplit(Path(root), split, eval_transform())
+    for index in range(len(images) if limit is None else min(limit, len(images))):
+        item = images[index]
         _, height, width = item["image"].shape
         logits = model(pad_collate([item])["image"])
         yield item["name"], line_probability(logits)[0, :height, :width].numpy(), item["mask"].numpy()
 
 
-def image_counts(prob: np.ndarray, mask: np.ndarray, threshold: float, tolerance: float = TOLERANCE
-                 ) -> dict[str, int]:
-    """Strict and tolerant line counts of one image; ignore pixels count for neither side.
-
-    Tolerant: a predicted line pixel is a hit when a true one lies within `tolerance` x the
-    image diagonal, and a true pixel is a hit when a predicted one does.
-    """
+def image_counts(prob: np.ndarray, mask: np.ndarray, threshold: float) -> dict[str, int]:
+    """Strict and tolerant line counts of one image; ignore pixels count for neither side."""
     valid = mask != IGNORE_INDEX
-    pred = (prob >= threshold) & valid
-    true = (mask == LINE) & valid
-    max_dist = tolerance * float(np.hypot(*mask.shape))
-    to_true = distance_transform_edt(~true) if true.any() else np.full(mask.shape, np.inf)
-    to_pred = distance_transform_edt(~pred) if pred.any() else np.full(mask.shape, np.inf)
-    return {
-        "tp": int((pred & true).sum()), "fp": int((pred & ~true).sum()), "fn": int((~pred & true).sum()),
-        "tol_pred_hit": int((pred & (to_true <= max_dist)).sum()), "tol_pred": int(pred.sum()),
-        "tol_true_hit": int((true & (to_pred <= max_dist)).sum()), "tol_true": int(true.sum()),
-    }
+    pred, true = (prob >= threshold) & valid, (mask == LINE) & valid
+    return {"tp": int((pred & true).sum()), "fp": int((pred & ~true).sum()), "fn": int((~pred & true).sum()),
+            **tolerance_counts(pred, true, valid)}
 
 
 def split_counts(model: nn.Module, root: Path, threshold: float, split: str = "test") -> dict[str, list[int]]:
@@ -67,20 +53,16 @@ def split_counts(model: nn.Module, root: Path, threshold: float, split: str = "t
     return table
 
 
-def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    return np.divide(num, den, out=np.zeros(np.broadcast(num, den).shape), where=den > 0)
-
-
 def scores(counts: dict[str, np.ndarray | list[int]], axis: int = -1) -> dict[str, np.ndarray]:
     """iou, f1 and tolerance precision/recall/F1 from counts summed along `axis` (images).
 
     Works on resampled count arrays too (shape (..., n_images)), which the bootstrap needs.
     """
     c = {key: np.asarray(counts[key]).sum(axis=axis) for key in COUNTS}
-    precision, recall = _ratio(c["tol_pred_hit"], c["tol_pred"]), _ratio(c["tol_true_hit"], c["tol_true"])
+    precision, recall, f1 = tolerance_f1(c)
+    union, twice = c["tp"] + c["fp"] + c["fn"], 2 * c["tp"] + c["fp"] + c["fn"]
     return {
-        "iou": _ratio(c["tp"], c["tp"] + c["fp"] + c["fn"]),
-        "f1": _ratio(2 * c["tp"], 2 * c["tp"] + c["fp"] + c["fn"]),
-        "tol_precision": precision, "tol_recall": recall,
-        "tol_f1": _ratio(2 * precision * recall, precision + recall),
+        "iou": np.divide(c["tp"], union, out=np.zeros(np.shape(union)), where=union > 0),
+        "f1": np.divide(2 * c["tp"], twice, out=np.zeros(np.shape(twice)), where=twice > 0),
+        "tol_precision": precision, "tol_recall": recall, "tol_f1": f1,
     }

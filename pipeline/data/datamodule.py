@@ -71,10 +71,17 @@ class PreparedSplit(Dataset):
     def __len__(self) -> int:
         return len(self.names)
 
+    def read(self, name: str) -> np.ndarray:
+        """The prepared image `name` as HxWx3 uint8 RGB."""
+        return cv2.cvtColor(cv2.imread(str(self.folder / "images" / f"{name}.png")), cv2.COLOR_BGR2RGB)
+
+    def read_mask(self, name: str) -> np.ndarray:
+        """The prepared mask `name`: HxW class ids with IGNORE_INDEX."""
+        return cv2.imread(str(self.folder / "masks" / f"{name}.png"), cv2.IMREAD_UNCHANGED)
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         name = self.names[index]
-        image = cv2.cvtColor(cv2.imread(str(self.folder / "images" / f"{name}.png")), cv2.COLOR_BGR2RGB)
-        mask = cv2.imread(str(self.folder / "masks" / f"{name}.png"), cv2.IMREAD_UNCHANGED)
+        image, mask = self.read(name), self.read_mask(name)
         # albumentations draws from its own generator; seeding it from torch's RNG (seeded
         # by Lightning, per worker and epoch) makes crops and augmentations reproducible
         self.transform.set_random_seed(int(torch.randint(2**31 - 1, ())))

@@ -1,0 +1,83 @@
+"""ONNX export of a model folder, carrying what a deployment needs to use it.
+
+The ONNX file's metadata holds the input normalisation, the class names, the tuned
+threshold and the opset, so `predict` (or any ONNX Runtime user) needs no model.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.errors import PipelineError
+from pipeline.models import NORMALISATION
+
+OPSET = 17
+CLASSES = ("background", "line", "tower")
+INPUT, OUTPUT = "image", "logits"
+
+
+def onnx_metadata(meta: dict[str, Any], opset: int) -> dict[str, str]:
+    """Metadata strings for the ONNX file, from a model.json."""
+    num_classes = meta.get("num_classes", 2)
+    return {
+        "normalisation": json.dumps(meta.get("normalisation", NORMALISATION)),
+        "input": "RGB, float32 NCHW scaled to [0, 1] then normalised; H and W multiples of 32",
+        "output": "logits; 1 channel = line (sigmoid), else one per class (softmax)",
+        "classes": json.dumps(list(CLASSES[:num_classes])),
+        "threshold": str(meta.get("threshold", 0.5)),
+        "opset": str(opset),
+        "model": json.dumps(meta.get("model", {})),
+    }
+
+
+def export_onnx(model: nn.Module, meta: dict[str, Any], path: Path, height: int, width: int,
+                opset: int = OPSET) -> None:
+    """Write `model` as ONNX (batch, height and width dynamic) with its metadata, atomically."""
+    import onnx
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    dynamic = {0: "batch", 2: "height", 3: "width"}
+    with warnings.catch_warnings():  # the TorchScript exporter is deprecated but needs no extra packages
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model.eval().cpu(), (torch.zeros(1, 3, height, width),), str(tmp), opset_version=opset,
+                          input_names=[INPUT], output_names=[OUTPUT], dynamo=False,
+                          dynamic_axes={INPUT: dynamic, OUTPUT: dynamic})
+    proto = onnx.load(str(tmp))
+    for key, value in onnx_metadata(meta, opset).items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(tmp))
+    os.replace(tmp, path)
+
+
+@torch.inference_mode()
+def max_abs_difference(model: nn.Module, path: Path, images: list[np.ndarray]) -> float:
+    """Largest |ONNX Runtime logits - PyTorch logits| over `images` (normalised CHW float32,
+    sides multiples of 32)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    model = model.eval().cpu()
+    worst = 0.0
+    for image in images:
+        batch = image[None].astype(np.float32)
+        ours = session.run(None, {INPUT: batch})[0]
+        worst = max(worst, float(np.abs(ours - model(torch.from_numpy(batch)).numpy()).max()))
+    return worst
+
+
+def check_export(model: nn.Module, path: Path, images: list[np.ndarray], tolerance: float) -> float:
+    """max_abs_difference, or a PipelineError when it exceeds `tolerance`."""
+    diff = max_abs_difference(model, path, images)
+    if diff > tolerance:
+        raise PipelineError(f"{path}: ONNX Runtime differs from PyTorch by {diff:.3g} (> {tolerance:g})")
+    return diff

@@ -1,0 +1,1 @@
+"""The report stage's parts: gather the records, measure speed and memory, draw, render."""

@@ -1,0 +1,123 @@
+"""The report's figures: Pareto front, channels per layer, training curves, predictions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")  # files only: stages run headless
+import matplotlib.pyplot as plt  # noqa: E402
+from torch import nn  # noqa: E402
+
+from pipeline.data.datamodule import PreparedSplit  # noqa: E402
+from pipeline.data.sources.base import IGNORE_INDEX, LINE  # noqa: E402
+from pipeline.scoring import split_probabilities  # noqa: E402
+
+KIND_COLOURS = {"candidate": "tab:gray", "study": "tab:blue", "dense": "black", "pruned": "tab:orange",
+                "final": "tab:red"}
+
+
+def _save(fig: plt.Figure, path: Path) -> None:
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points no other point beats on both fewer MACs and higher IoU, by MACs."""
+    front, best = [], -np.inf
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
+        if y > best:
+            front.append((x, y))
+            best = y
+    return front
+
+
+def pareto(rows: dict[str, dict[str, Any]], path: Path) -> None:
+    """Test IoU against GMACs for every model, each point labelled, the front drawn."""
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    for name, row in rows.items():
+        ax.scatter(row["gmacs"], row["test/iou"], c=KIND_COLOURS[row["kind"]], s=40, zorder=3)
+        ax.annotate(name, (row["gmacs"], row["test/iou"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    front = pareto_front([(r["gmacs"], r["test/iou"]) for r in rows.values()])
+    ax.step(*zip(*front, strict=True), where="post", color="tab:green", alpha=0.6, label="Pareto front")
+    for kind, colour in KIND_COLOURS.items():
+        ax.scatter([], [], c=colour, label=kind)
+    ax.set_xlabel("GMACs per image (cost size)")
+    ax.set_ylabel("test power-line IoU")
+    ax.set_title("accuracy vs cost of every model")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def channels_per_layer(prunes: dict[str, dict[str, Any]], path: Path) -> None:
+    """Output channels of every conv layer, dense (bars) and kept by each pruning run (lines)."""
+    fig, ax = plt.subplots(figsize=(10, 4))
+    first = next(iter(prunes.values()))["channels"]
+    x = np.arange(len(first))
+    ax.bar(x, [dense for dense, _ in first.values()], color="lightgray", label="dense")
+    for run, record in prunes.items():
+        ax.step(x, [kept for _, kept in record["channels"].values()], where="mid", label=run)
+    ax.set_yscale("log")
+    ax.set_xlabel("conv layer (network order: encoder, then decoder)")
+    ax.set_ylabel("output channels")
+    ax.set_title("channels kept per layer")
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def training_curves(curves: dict[str, dict[str, dict[str, list[float]]]], path: Path) -> None:
+    """Val IoU and train loss per epoch, one column per stage, one line per run."""
+    stages = [s for s in curves if any(curves[s].values())]
+    fig, axes = plt.subplots(2, len(stages), figsize=(3.2 * len(stages), 5.5), squeeze=False)
+    for col, stage in enumerate(stages):
+        for row, metric in enumerate(("val/iou", "train/loss_epoch")):
+            ax = axes[row, col]
+            for run, values in curves[stage].get(metric, {}).items():
+                ax.plot(range(1, len(values) + 1), values, marker=".", label=run)
+            ax.set_title(f"{stage}: {metric}", fontsize=9)
+            ax.set_xlabel("epoch")
+            ax.grid(alpha=0.3)
+        axes[0, col].legend(fontsize=6)
+    _save(fig, path)
+
+
+def _overlay(rgb: np.ndarray, mask: np.ndarray, pred: np.ndarray | None) -> np.ndarray:
+    """Ground truth alone in green; with a prediction: hits green, false alarms red, misses blue."""
+    out = rgb.astype(np.float32) * 0.6
+    true = mask == LINE
+    if pred is None:
+        out[true] = (0, 255, 0)
+    else:
+        valid = mask != IGNORE_INDEX
+        out[pred & true] = (0, 255, 0)
+        out[pred & ~true & valid] = (255, 0, 0)
+        out[~pred & true] = (0, 90, 255)
+    return out.astype(np.uint8)
+
+
+def prediction_panel(data: Path, models: dict[str, tuple[nn.Module, float]], count: int, path: Path) -> None:
+    """Test images with the ground truth and each model's prediction at its tuned threshold."""
+    raw = PreparedSplit(data, "test", transform=None)
+    names = raw.names[:count]
+    probs = {label: {n: p for n, p, _ in split_probabilities(model, data, limit=count)}
+             for label, (model, _) in models.items()}
+    fig, axes = plt.subplots(len(names), 2 + len(models), figsize=(3 * (2 + len(models)), 2.6 * len(names)),
+                             squeeze=False)
+    for i, name in enumerate(names):
+        rgb = raw.read(name)
+        mask = raw.read_mask(name)
+        panels = [("image", rgb), ("ground truth", _overlay(rgb, mask, None))]
+        for label, (_, threshold) in models.items():
+            panels.append((f"{label} (green hit, red false, blue miss)", _overlay(rgb, mask,
+                                                                                  probs[label][name] >= threshold)))
+        for ax, (title, picture) in zip(axes[i], panels, strict=True):
+            ax.imshow(picture)
+            ax.set_title(title, fontsize=7)
+            ax.axis("off")
+    _save(fig, path)

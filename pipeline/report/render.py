@@ -1,0 +1,54 @@
+"""The report as Markdown, and as one self-contained HTML file (figures embedded)."""
+
+from __future__ import annotations
+
+import base64
+import re
+from pathlib import Path
+from typing import Any
+
+from markdown_it import MarkdownIt
+
+COLUMNS = (  # (header, row key, format)
+    ("test IoU", "test/iou", ".3f"), ("mIoU", "test/miou", ".3f"), ("F1", "test/f1", ".3f"),
+    ("tol. F1", "test/tol_f1", ".3f"), ("Mparams", "mparams", ".2f"), ("GMACs", "gmacs", ".3f"),
+    ("eager ms", "eager_ms", ".1f"), ("eager x dense", "eager_speedup", ".2f"),
+    ("ORT ms", "onnx_ms", ".1f"), ("ORT x dense", "onnx_speedup", ".2f"),
+    ("peak MB eager", "eager_peak_mb", ".0f"), ("peak MB ORT", "onnx_peak_mb", ".0f"),
+)
+STYLE = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
+         "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;"
+         "text-align:right}td:first-child,th:first-child{text-align:left}img{max-width:100%}")
+
+
+def model_table(rows: dict[str, dict[str, Any]]) -> str:
+    """Markdown table of every model over COLUMNS; '-' where a figure does not apply."""
+    lines = ["| model | " + " | ".join(h for h, _, _ in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    for name, row in rows.items():
+        cells = [format(row[key], fmt) if isinstance(row.get(key), float | int) else "-" for _, key, fmt in COLUMNS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def to_html(markdown: str, folder: Path, title: str) -> str:
+    """Render Markdown to HTML and inline every local PNG it shows, so the file stands alone."""
+    body = MarkdownIt("commonmark").enable("table").render(markdown)
+
+    def inline(match: re.Match[str]) -> str:
+        data = base64.b64encode((folder / match.group(1)).read_bytes()).decode()
+        return f'src="data:image/png;base64,{data}"'
+
+    body = re.sub(r'src="([^":]+\.png)"', inline, body)
+    return (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{title}</title>"
+            f"<style>{STYLE}</style></head><body>{body}</body></html>\n")
+
+
+def prune_notes(prunes: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per pruning run: target, achieved cut, saliency gap where there are templates."""
+    notes = []
+    for name, r in prunes.items():
+        gap = r.get("templates", {}).get("saliency_gap")
+        notes.append(f"- `{name}`: MACs cut {r['achieved_reduction']:.1%} (target {r['macs_reduction']:.0%}), "
+                     f"{r['dense']['gmacs']:.3g} -> {r['pruned']['gmacs']:.3g} GMACs"
+                     + (f"; saliency gap (smallest kept / largest removed template) {gap:.3g}" if gap else ""))
+    return notes

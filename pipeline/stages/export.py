@@ -1,0 +1,52 @@
+"""Stage `export`: the deliverable fine-tuned model as ONNX, checked against PyTorch.
+
+`export.model` names the fine-tuned run (<method>-<macs_reduction>) dvc.yaml passes as
+--model. The ONNX file carries normalisation, classes, tuned threshold and opset as
+metadata; ONNX Runtime must match PyTorch's logits on real test images.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.config import load_sections
+from pipeline.data.datamodule import PreparedSplit, eval_transform, pad_collate
+from pipeline.export import check_export, export_onnx
+from pipeline.pruning.artifact import load_pruned
+from pipeline.stages._cli import add_paths, parser, run
+from pipeline.study import write_json
+
+
+def check_inputs(data: Path, count: int) -> list[np.ndarray]:
+    """The first `count` test images, normalised and padded as in evaluation (CHW float32)."""
+    split = PreparedSplit(data, "test", eval_transform())
+    return [pad_collate([split[i]])["image"][0].numpy() for i in range(min(count, len(split)))]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Export --model to --out (ONNX), check it on test images, write --report."""
+    p = parser(__doc__)
+    add_paths(p, model=("checkpoints/final/hqs_l0-0.5", "fine-tuned model folder"),
+              data=("data/prepared", "prepared data set (test images for the check)"),
+              out=("export/model.onnx", "ONNX file"), report=("reports/export.json", "record (JSON)"))
+    args = p.parse_args(argv)
+
+    def body() -> None:
+        (cfg,) = load_sections(args.params, "export")
+        model, meta = load_pruned(args.model)
+        images = check_inputs(args.data, cfg.check_images)
+        height, width = images[0].shape[1:]
+        export_onnx(model, meta, args.out, height, width, cfg.opset)
+        diff = check_export(model, args.out, images, cfg.max_abs_diff)
+        record = {"model": str(args.model), "onnx": str(args.out), "opset": cfg.opset, "check_images": len(images),
+                  "max_abs_diff": diff, "bytes": args.out.stat().st_size, "threshold": meta.get("threshold")}
+        write_json(record, args.report)
+        print(f"{args.out}: opset {cfg.opset}, max |ONNX Runtime - PyTorch| = {diff:.2e} on {len(images)} test images")
+
+    run(body)
+
+
+if __name__ == "__main__":
+    main()
