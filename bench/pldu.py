@@ -159,6 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     dense, runs = {}, []
     for seed in bench.seeds:
         dense[seed] = dense_run(sections, data, args.work / f"seed{seed}" / "dense", seed)
+        dense[seed]["val_curve"] = _val_curve(args.work / f"seed{seed}" / "dense" / "logs")
         print(f"seed {seed}: dense test IoU {dense[seed]['metrics']['test/iou']:.3f} "
               f"({dense[seed]['epochs']} epochs)", flush=True)
         for target in bench.macs_reductions:

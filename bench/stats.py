@@ -73,9 +73,16 @@ def summarise(dense: dict[int, dict[str, Any]], runs: list[dict[str, Any]], n_bo
                   "tol_f1": mean_std([float(d["tol_f1"]) for d in dense_scores]),
                   "val_iou": mean_std([dense[s]["metrics"]["val/iou"] for s in seeds]),
                   "epochs": [dense[s]["epochs"] for s in seeds], "gmacs": dense[seeds[0]]["gmacs"],
+                  # convergence: best val IoU of the last 5 epochs minus the best before them
+                  "last5_gain": [_late_gain(dense[s].get("val_curve", []), 5) for s in seeds],
                   "mparams": dense[seeds[0]]["mparams"]},
         "reference": reference, "test_images": len(dense[seeds[0]]["test_counts"]["tp"]), "rows": rows,
     }
+
+
+def _late_gain(curve: list[tuple[int, float]], last: int) -> float | None:
+    values = [iou for _, iou in curve]
+    return max(values[-last:]) - max(values[:-last]) if len(values) > last else None
 
 
 def _pm(stat: dict[str, float], digits: int = 3) -> str:

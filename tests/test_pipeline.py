@@ -13,7 +13,8 @@ import pytest
 from pipeline.preset import apply_preset
 from tests.conftest import ROOT
 
-STAGES = ("prepare", "baseline", "augment", "loss", "prune", "finetune", "report")
+STAGES = ("prepare", "baseline", "augment", "loss", "prune", "finetune", "export", "report")
+SECTIONS = ("## Speed", "## Pruning", "## Training curves", "## Test predictions", "## Export")
 
 
 def run(cmd: list[str], cwd: Path) -> str:
@@ -44,15 +45,22 @@ def project(tmp_path_factory) -> Path:
 def test_dvc_repro_runs_end_to_end_then_does_nothing(project: Path):
     first = run([sys.executable, "-m", "dvc", "repro"], project)
     pruning = [f"{stage}@{method}-0.5" for stage in ("prune", "finetune") for method in ("hqs_l0", "magnitude")]
-    for stage in ("prepare", "baseline", "augment", "loss", *pruning, "report"):
+    for stage in ("prepare", "baseline", "augment", "loss", *pruning, "export", "report"):
         assert f"Running stage '{stage}'" in first
     baseline = json.loads((project / "reports" / "baseline.json").read_text())
     assert baseline["winner"] in baseline["candidates"]
     assert (project / "checkpoints" / "final" / "hqs_l0-0.5" / "model.pt").exists()
     report = (project / "reports" / "report.md").read_text()
-    assert "| pruned hqs_l0-0.5, fine-tuned" in report and "| pruned magnitude-0.5, fine-tuned" in report
-    assert "saliency gap" in report
-    assert (project / "reports" / "figures" / "template_magnitudes.png").exists()
+    assert "| hqs_l0-0.5, fine-tuned |" in report and "| magnitude-0.5, after removal |" in report
+    assert "saliency gap" in report and all(section in report for section in SECTIONS)
+    html = (project / "reports" / "report.html").read_text()
+    assert html.count('src="data:image/png;base64,') == report.count("![") and 'src="figures' not in html
+    rows = json.loads((project / "reports" / "report.json").read_text())
+    shown = subprocess.run([sys.executable, "-m", "dvc", "metrics", "show", "--json"], cwd=project,
+                           capture_output=True, text=True, check=True).stdout
+    figures = json.loads(shown)[""]["data"]["reports/report.json"]["data"]
+    assert figures["hqs_l0-0.5, fine-tuned"]["test/iou"] == rows["hqs_l0-0.5, fine-tuned"]["test/iou"]
+    assert rows["hqs_l0-0.5, fine-tuned"]["eager_speedup"] > 0 and rows["hqs_l0-0.5, fine-tuned"]["onnx_peak_mb"] > 0
     second = run([sys.executable, "-m", "dvc", "repro"], project)
     assert "Running stage" not in second, second
 
@@ -71,3 +79,9 @@ def test_swapping_the_model_is_a_param_change_that_skips_prepare(project: Path):
 def test_every_command_has_help(module: str):
     out = run([sys.executable, "-m", module, "--help"], ROOT)
     assert "usage:" in out and "--params" in out
+
+
+@pytest.mark.parametrize("command", [["-m", "pipeline.predict"], ["-m", "pipeline.memory"], ["-m", "bench.pldu"],
+                                     ["deploy/onnx_latency.py"]])
+def test_tools_have_help(command: list[str]):
+    assert "usage:" in run([sys.executable, *command, "--help"], ROOT)
