@@ -47,6 +47,7 @@ def run_variant(variant: Variant, trainer: TrainerCfg, data: Path, logs: Path, s
         "mparams": params / 1e6,
         "latency_ms": latency_ms(result.module.model, cost_size),
         "threshold": result.threshold,
+        "network": variant.model.model_dump(),  # lets the report time this architecture later
     }
     return result, row
 

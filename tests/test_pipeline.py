@@ -51,7 +51,7 @@ def test_dvc_repro_runs_end_to_end_then_does_nothing(project: Path):
     assert baseline["winner"] in baseline["candidates"]
     assert (project / "checkpoints" / "final" / "hqs_l0-0.5" / "model.pt").exists()
     report = (project / "reports" / "report.md").read_text()
-    assert "| hqs_l0-0.5, fine-tuned |" in report and "| magnitude-0.5, after removal |" in report
+    assert "| hqs_l0-0.5 fine-tuned |" in report and "| magnitude-0.5 after removal |" in report
     assert "saliency gap" in report and all(section in report for section in SECTIONS)
     html = (project / "reports" / "report.html").read_text()
     assert html.count('src="data:image/png;base64,') == report.count("![") and 'src="figures' not in html
@@ -59,8 +59,8 @@ def test_dvc_repro_runs_end_to_end_then_does_nothing(project: Path):
     shown = subprocess.run([sys.executable, "-m", "dvc", "metrics", "show", "--json"], cwd=project,
                            capture_output=True, text=True, check=True).stdout
     figures = json.loads(shown)[""]["data"]["reports/report.json"]["data"]
-    assert figures["hqs_l0-0.5, fine-tuned"]["test/iou"] == rows["hqs_l0-0.5, fine-tuned"]["test/iou"]
-    assert rows["hqs_l0-0.5, fine-tuned"]["eager_speedup"] > 0 and rows["hqs_l0-0.5, fine-tuned"]["onnx_peak_mb"] > 0
+    assert figures["hqs_l0-0.5 fine-tuned"]["test/iou"] == rows["hqs_l0-0.5 fine-tuned"]["test/iou"]
+    assert rows["hqs_l0-0.5 fine-tuned"]["eager_speedup"] > 0 and rows["hqs_l0-0.5 fine-tuned"]["onnx_peak_mb"] > 0
     second = run([sys.executable, "-m", "dvc", "repro"], project)
     assert "Running stage" not in second, second
 

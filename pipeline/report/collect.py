@@ -47,19 +47,19 @@ def model_rows(records: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """
     studies = records["studies"]
     dense = studies["loss"]["winner"]
-    rows = {f"baseline: {name}": {"kind": "candidate", **_figures(row)}
+    rows = {f"baseline {name}": {"kind": "candidate", "network": row.get("network"), **_figures(row)}
             for name, row in studies["baseline"]["candidates"].items()}
     for stage in STUDIES[1:]:
         winner = studies[stage]["winner"]
         kind = "dense" if stage == "loss" else "study"
-        rows[f"{stage}: {winner}" + (" (dense)" if kind == "dense" else "")] = {
+        rows[f"{stage} {winner}" + (" (dense)" if kind == "dense" else "")] = {
             "kind": kind, **_figures(studies[stage]["candidates"][winner])}
     for run, record in records["prune"].items():
-        rows[f"{run}, after removal"] = {"kind": "pruned", "run": run,
+        rows[f"{run} after removal"] = {"kind": "pruned", "run": run,
                                          **_figures({**record["after_removal"], **record["pruned"]})}
         final = records["finetune"].get(run)
         if final:
-            rows[f"{run}, fine-tuned"] = {"kind": "final", "run": run, "epochs": final["epochs"],
+            rows[f"{run} fine-tuned"] = {"kind": "final", "run": run, "epochs": final["epochs"],
                                           **_figures(final["final"])}
     if not any(row["kind"] == "dense" for row in rows.values()) or dense is None:
         raise PipelineError("reports/loss.json: no winner recorded")

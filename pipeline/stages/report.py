@@ -9,7 +9,12 @@ every fine-tuned model interleaved round by round, eager PyTorch and ONNX Runtim
 
 from __future__ import annotations
 
-from pipeline.config import load_sections
+import tempfile
+from pathlib import Path
+
+from pipeline.artifact import load_meta, save_model
+from pipeline.config import ModelCfg, load_sections
+from pipeline.models import create_model
 from pipeline.plots import template_histograms
 from pipeline.pruning.artifact import load_pruned
 from pipeline.report.collect import curves, evaluation_size, gather, model_rows, read_json
@@ -22,14 +27,30 @@ from pipeline.study import write_json
 STAGES = ("baseline", "augment", "loss", "prune", "finetune")
 
 
+def other_networks(rows: dict, folder: Path, num_classes: int) -> dict[str, Path]:
+    """Baseline candidates of another size than the dense model, saved untrained under
+    `folder` for timing (latency and memory depend on the network, not on its weights)."""
+    dense = next(r for r in rows.values() if r["kind"] == "dense")
+    found = {}
+    for name, row in rows.items():
+        if row["kind"] == "candidate" and row.get("network") and row["mparams"] != dense["mparams"]:
+            cfg = ModelCfg.model_validate(row["network"])
+            found[name] = folder / name.replace(" ", "_")
+            save_model(create_model(cfg, num_classes), found[name], {"model": cfg.model_dump(),
+                                                                     "num_classes": num_classes})
+    return found
+
+
 def attach_speed(rows: dict, speed: dict) -> None:
     """Give every row the figures of the measured network it is: pruned and final rows their
-    run's, the dense row and any same-sized study row the dense model's."""
+    run's, other-sized candidates their own, the rest (same network) the dense model's."""
     dense = next(r for r in rows.values() if r["kind"] == "dense")
-    for row in rows.values():
+    for name, row in rows.items():
         if row["kind"] in ("pruned", "final") and row["run"] in speed:
             row.update(speed[row["run"]])
-        elif (row["gmacs"], row["mparams"]) == (dense["gmacs"], dense["mparams"]):
+        elif name in speed:
+            row.update(speed[name])
+        elif row["mparams"] == dense["mparams"]:
             row.update(speed[DENSE])
 
 
@@ -50,7 +71,9 @@ def main(argv: list[str] | None = None) -> None:
         size = evaluation_size(args.data)
         folders = {DENSE: args.checkpoints / "dense",
                    **{run: args.checkpoints / "final" / run for run in records["finetune"]}}
-        speed = measure_models(folders, size, cfg)
+        with tempfile.TemporaryDirectory(prefix="report-networks-") as tmp:
+            num_classes = load_meta(folders[DENSE]).get("num_classes", 2)
+            speed = measure_models({**folders, **other_networks(rows, Path(tmp), num_classes)}, size, cfg)
         attach_speed(rows, speed)
         figures = args.plots
         pareto(rows, figures / "iou_vs_gmacs.png")
@@ -114,7 +137,7 @@ def explain(size: tuple[int, int], cfg, records: dict) -> str:
             f"over rounds of the paired ratio dense time / model time. Pruned rows share their fine-tuned "
             f"model's network, study rows the dense one's. Peak MB: peak resident memory of a fresh process "
             f"that loads the model and runs one image (runtime included). Baseline candidates of another "
-            f"network were not re-timed ('-').")
+            f"size than the dense model are timed as untrained networks of their architecture.")
 
 
 if __name__ == "__main__":
