@@ -40,11 +40,16 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
 def pareto(rows: dict[str, dict[str, Any]], path: Path) -> None:
     """Test IoU against GMACs for every model, each point labelled, the front drawn."""
     fig, ax = plt.subplots(figsize=(8, 5.5))
+    labels: dict[tuple[float, float], list[str]] = {}  # models at the same point share one label
     for name, row in rows.items():
         ax.scatter(row["gmacs"], row["test/iou"], c=KIND_COLOURS[row["kind"]], s=40, zorder=3)
-        ax.annotate(name, (row["gmacs"], row["test/iou"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        labels.setdefault((round(row["gmacs"], 2), round(row["test/iou"], 3)), []).append(name)
+    for (x, y), names in labels.items():
+        ax.annotate("\n".join(names), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     front = pareto_front([(r["gmacs"], r["test/iou"]) for r in rows.values()])
-    ax.step(*zip(*front, strict=True), where="post", color="tab:green", alpha=0.6, label="Pareto front")
+    xs, ys = zip(*front, strict=True)
+    ax.step([*xs, max(r["gmacs"] for r in rows.values())], [*ys, ys[-1]], where="post", color="tab:green",
+            lw=2, alpha=0.5, label="Pareto front", zorder=2)
     for kind, colour in KIND_COLOURS.items():
         ax.scatter([], [], c=colour, label=kind)
     ax.set_xlabel("GMACs per image (cost size)")

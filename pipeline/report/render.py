@@ -48,7 +48,9 @@ def prune_notes(prunes: dict[str, dict[str, Any]]) -> list[str]:
     notes = []
     for name, r in prunes.items():
         gap = r.get("templates", {}).get("saliency_gap")
-        notes.append(f"- `{name}`: MACs cut {r['achieved_reduction']:.1%} (target {r['macs_reduction']:.0%}), "
-                     f"{r['dense']['gmacs']:.3g} -> {r['pruned']['gmacs']:.3g} GMACs"
-                     + (f"; saliency gap (smallest kept / largest removed template) {gap:.3g}" if gap else ""))
+        line = (f"- `{name}`: MACs cut {r['achieved_reduction']:.1%} (target {r['macs_reduction']:.0%}), "
+                f"{r['dense']['gmacs']:.3g} -> {r['pruned']['gmacs']:.3g} GMACs")
+        if gap is not None:
+            line += f"; saliency gap (smallest kept / largest removed template) {gap:.3g}"
+        notes.append(line)
     return notes
