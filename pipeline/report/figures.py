@@ -20,10 +20,10 @@ KIND_COLOURS = {"candidate": "tab:gray", "study": "tab:blue", "dense": "black", 
                 "final": "tab:red"}
 
 
-def _save(fig: plt.Figure, path: Path) -> None:
+def _save(fig: plt.Figure, path: Path, dpi: int = 110) -> None:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
 
 
@@ -125,4 +125,4 @@ def prediction_panel(data: Path, models: dict[str, tuple[nn.Module, float]], cou
             ax.imshow(picture)
             ax.set_title(title, fontsize=7)
             ax.axis("off")
-    _save(fig, path)
+    _save(fig, path, dpi=75)  # photos: keeps the self-contained HTML small
