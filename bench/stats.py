@@ -56,6 +56,8 @@ def summarise(dense: dict[int, dict[str, Any]], runs: list[dict[str, Any]], n_bo
             "gmacs": mean_std([r["gmacs"] for r in mine]), "mparams": mean_std([r["mparams"] for r in mine]),
             "iou_after_removal": mean_std([float(scores(r["after_counts"])["iou"]) for r in mine]),
             "iou_final": mean_std([float(f["iou"]) for f in final]),
+            "iou_final_per_seed": [round(float(f["iou"]), 4) for f in final],
+            "iou_after_removal_per_seed": [round(float(scores(r["after_counts"])["iou"]), 4) for r in mine],
             "tol_f1_final": mean_std([float(f["tol_f1"]) for f in final]),
             "steps_to_recover": steps, "recovered": sum(s is not None for s in steps),
             "budget_steps": [r["finetune_epochs"] * (r["steps_per_epoch"] or 0) for r in mine],
@@ -70,6 +72,7 @@ def summarise(dense: dict[int, dict[str, Any]], runs: list[dict[str, Any]], n_bo
     dense_scores = [scores(dense[s]["test_counts"]) for s in seeds]
     return {
         "dense": {"seeds": seeds, "iou": mean_std([float(d["iou"]) for d in dense_scores]),
+                  "iou_per_seed": [round(float(d["iou"]), 4) for d in dense_scores],
                   "tol_f1": mean_std([float(d["tol_f1"]) for d in dense_scores]),
                   "val_iou": mean_std([dense[s]["metrics"]["val/iou"] for s in seeds]),
                   "epochs": [dense[s]["epochs"] for s in seeds], "gmacs": dense[seeds[0]]["gmacs"],

@@ -27,14 +27,18 @@ def latency_ms(model: nn.Module, size: int, runs: int = 10, warmup: int = 3, thr
 
     Noisy on shared machines: report it, never decide on it.
     """
+    previous = torch.get_num_threads()  # measuring must not change how the caller trains
     torch.set_num_threads(threads)
     model = model.eval().cpu()
     x = torch.zeros(1, 3, size, size)
-    for _ in range(warmup):
-        model(x)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        model(x)
-        times.append((time.perf_counter() - start) * 1000)
+    try:
+        for _ in range(warmup):
+            model(x)
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            model(x)
+            times.append((time.perf_counter() - start) * 1000)
+    finally:
+        torch.set_num_threads(previous)
     return statistics.median(times)
