@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,6 @@ def load_weights(model: nn.Module, folder: Path) -> None:
     """Load folder/model.pt into `model`: tensors only (weights_only=True), shapes must match."""
     try:
         model.load_state_dict(torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True))
-    except (OSError, RuntimeError, ValueError, EOFError) as err:
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as err:  # corrupt or unsafe
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise PipelineError(f"{folder / WEIGHTS}: cannot load weights ({first})") from None

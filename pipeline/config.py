@@ -225,14 +225,30 @@ class ReportCfg(Strict):
     panel_images: int = Field(3, ge=1)  # test images in the prediction panel
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader (no arbitrary tags) that refuses a key given twice in one mapping: plain
+    YAML keeps the last one silently, so half of a section would be ignored."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_params(path: Path | str = "params.yaml") -> dict[str, Any]:
-    """Read params.yaml safely (no arbitrary YAML tags)."""
+    """Read params.yaml safely: no arbitrary YAML tags, no duplicate keys, one-line errors."""
     path = Path(path)
     try:
         with path.open() as f:
-            params = yaml.safe_load(f) or {}
+            params = yaml.load(f, Loader=UniqueKeyLoader) or {}  # noqa: S506 - a SafeLoader subclass
     except (OSError, yaml.YAMLError) as err:
-        raise PipelineError(f"{path}: cannot read params ({err})") from err
+        problem = " ".join(str(err).split())  # PyYAML's messages span several lines
+        raise PipelineError(f"{path}: cannot read params ({problem})") from None
     if not isinstance(params, dict):
         raise PipelineError(f"{path}: expected a mapping of sections")
     return params

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import segmentation_models_pytorch as smp
@@ -50,7 +51,7 @@ def load_encoder_weights(model: nn.Module, path: Path) -> None:
     """Load a local encoder state_dict (safe loading: tensors only, no pickled code)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError, EOFError) as err:
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as err:  # corrupt or unsafe
         raise PipelineError(f"{path}: cannot load encoder weights ({str(err).splitlines()[0]})") from None
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]

@@ -24,9 +24,23 @@ from torchmetrics import Metric
 
 from pipeline.config import ModelCfg, TrainCfg, TrainerCfg
 from pipeline.data.datamodule import SegmentationData
+from pipeline.errors import PipelineError
 from pipeline.module import SegmentationModule
 
 log = logging.getLogger(__name__)
+
+
+class StopOnNonFinite(Callback):
+    """Stop training at the first NaN/inf training loss with a message saying what to change
+    (Lightning would otherwise train on, or stop silently via early stopping)."""
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is not None and not torch.isfinite(loss).all():
+            raise PipelineError(f"training loss became {float(loss)} at epoch {trainer.current_epoch}, batch "
+                                f"{batch_idx}: lower train.lr, check the data for bad values, or use "
+                                f"trainer.precision: 32-true")
 
 
 @dataclass
@@ -55,7 +69,7 @@ def fit(model_cfg: ModelCfg, train_cfg: TrainCfg, trainer_cfg: TrainerCfg, data_
     with tempfile.TemporaryDirectory(prefix="fit-") as work:
         best = ModelCheckpoint(dirpath=work, filename="best", monitor=None if keep_last else "val/iou", mode="max",
                                save_top_k=1, save_weights_only=True)
-        callbacks = [best, *(callbacks or [])]
+        callbacks = [best, StopOnNonFinite(), *(callbacks or [])]
         if train_cfg.early_stopping_patience:
             callbacks.append(EarlyStopping("val/iou", mode="max", patience=train_cfg.early_stopping_patience))
         trainer = L.Trainer(

@@ -25,13 +25,31 @@ def add_paths(p: argparse.ArgumentParser, **paths: tuple[str, str]) -> None:
         p.add_argument(f"--{name}", type=Path, default=Path(default), help=f"{text} (default: {default})")
 
 
+OOM_ADVICE = ("lower train.batch_size / train.eval_batch_size or train.crop_size (or trainer.precision: "
+              "16-mixed on a GPU)")
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """True for PyTorch's CPU and CUDA allocator failures and Python's MemoryError."""
+    text = str(err)
+    return isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError" or (
+        isinstance(err, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text))
+
+
 def run(body: Callable[[], object]) -> None:
-    """Run a stage body; a PipelineError becomes one line on stderr and exit status 1."""
+    """Run a stage body; a PipelineError becomes one line on stderr and exit status 1, and
+    so does running out of memory, with advice instead of the allocator's message."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         body()
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+    except (MemoryError, RuntimeError) as err:
+        if not is_out_of_memory(err):
+            raise
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:120]
+        print(f"error: out of memory ({first}); {OOM_ADVICE}", file=sys.stderr)
         sys.exit(1)
 
 
