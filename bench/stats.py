@@ -127,14 +127,16 @@ def pareto_plot(summary: dict[str, Any], path: Path) -> None:
     methods = list(dict.fromkeys(r["method"] for r in summary["rows"]))
     colours = dict(zip(methods, plt.cm.tab10.colors, strict=False))
     for r in summary["rows"]:
-        x, c = r["gmacs"]["mean"], colours[r["method"]]
+        # methods at one target have the same GMACs: spread them a little so none hides another
+        spread = 1 + 0.03 * (methods.index(r["method"]) - (len(methods) - 1) / 2)
+        x, c = r["gmacs"]["mean"] * spread, colours[r["method"]]
         ax.errorbar([x], [r["iou_final"]["mean"]], yerr=[r["iou_final"]["std"]], fmt="o", color=c, capsize=3,
                     label=r["method"] if r["macs_reduction"] == min(q["macs_reduction"] for q in summary["rows"]
                                                                     if q["method"] == r["method"]) else None)
         ax.plot([x], [r["iou_after_removal"]["mean"]], "o", mfc="none", color=c)
         ax.annotate(f"{r['method']} -{r['macs_reduction']:.0%}", (x, r["iou_final"]["mean"]), fontsize=7,
                     xytext=(4, 4), textcoords="offset points")
-    ax.set_xlabel("GMACs (one forward pass at the training crop)")
+    ax.set_xlabel("GMACs at the training crop (methods at one target spread apart for legibility)")
     ax.set_ylabel("test IoU (power line)")
     ax.set_title(f"PLDU: filled = after fine-tuning, hollow = right after removal ({len(d['seeds'])} seeds)")
     ax.grid(alpha=0.3)
@@ -149,6 +151,7 @@ def write_outputs(summary: dict[str, Any], json_path: Path, png_path: Path, abou
     """Write the results JSON and the Pareto PNG, and print the table."""
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps({**about, **summary, "table": table(summary)}, indent=1))
+    json_path.with_suffix(".md").write_text(table(summary) + "\n")
     pareto_plot(summary, png_path)
     print(table(summary))
     print(f"wrote {json_path} and {png_path}")
