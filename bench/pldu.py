@@ -13,7 +13,6 @@ file under --work, so a killed benchmark resumes where it stopped.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import time
@@ -40,6 +39,7 @@ from pipeline.data.prepare import prepare
 from pipeline.measure import macs_and_params
 from pipeline.pruning.artifact import PRUNED, save_pruned
 from pipeline.pruning.run import finetune, prune
+from pipeline.report.collect import dvclive_curve
 from pipeline.scoring import split_counts
 from pipeline.study import write_json
 from pipeline.train import describe, fit
@@ -77,21 +77,12 @@ def dense_run(sections: dict[str, Any], data: Path, folder: Path, seed: int) -> 
     save_model(result.module.model, folder / "model", describe(model_cfg, sections["base"].num_classes, result,
                                                                train=train.model_dump(), cost_size=size))
     macs, params = macs_and_params(result.module.model, size)
-    epochs = len(_val_curve(folder / "logs"))
+    epochs = len(dvclive_curve(folder / "logs", "val/iou"))
     record = {"seed": seed, "metrics": result.metrics, "threshold": result.threshold, "epochs": epochs,
               "gmacs": macs / 1e9, "mparams": params / 1e6, "seconds": time.time() - started,
               "test_counts": split_counts(result.module.model, data, result.threshold)}
     write_json(record, record_path)
     return record
-
-
-def _val_curve(logs: Path) -> list[tuple[int, float]]:
-    """(global step, val IoU at 0.5) per epoch, from the DVCLive log of a fit."""
-    path = logs / "plots" / "metrics" / "val" / "iou.tsv"
-    if not path.exists():
-        return []
-    with path.open() as f:
-        return [(int(row["step"]), float(row["iou"])) for row in csv.DictReader(f, delimiter="\t")]
 
 
 def steps_to_recover(after_removal: float, curve: list[tuple[int, float]], target: float) -> int | None:
@@ -119,7 +110,7 @@ def pruned_run(sections: dict[str, Any], bench: BenchCfg, data: Path, work: Path
     finetune_cfg: FinetuneCfg = sections["finetune"]
     model, final_meta, final = finetune(folder / "pruned", dense_folder, data, finetune_cfg, trainer, seed,
                                         folder / "finetune-logs")
-    curve = _val_curve(folder / "finetune-logs")
+    curve = dvclive_curve(folder / "finetune-logs", "val/iou")
     goal = dense["metrics"]["val/iou"] - bench.within
     result = {
         "seed": seed, "method": method, "macs_reduction": target, "achieved_reduction": record["achieved_reduction"],
@@ -159,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     dense, runs = {}, []
     for seed in bench.seeds:
         dense[seed] = dense_run(sections, data, args.work / f"seed{seed}" / "dense", seed)
-        dense[seed]["val_curve"] = _val_curve(args.work / f"seed{seed}" / "dense" / "logs")
+        dense[seed]["val_curve"] = dvclive_curve(args.work / f"seed{seed}" / "dense" / "logs", "val/iou")
         print(f"seed {seed}: dense test IoU {dense[seed]['metrics']['test/iou']:.3f} "
               f"({dense[seed]['epochs']} epochs)", flush=True)
         for target in bench.macs_reductions:

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from pipeline.config import ModelCfg
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, one_line
 from pipeline.models import NORMALISATION, create_model
 
 WEIGHTS, META = "model.pt", "model.json"
@@ -51,5 +51,4 @@ def load_weights(model: nn.Module, folder: Path) -> None:
     try:
         model.load_state_dict(torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True))
     except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as err:  # corrupt or unsafe
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise PipelineError(f"{folder / WEIGHTS}: cannot load weights ({first})") from None
+        raise PipelineError(f"{folder / WEIGHTS}: cannot load weights ({one_line(err)})") from None

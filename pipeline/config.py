@@ -8,7 +8,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, one_line
 
 
 class Strict(BaseModel):
@@ -122,9 +122,9 @@ class BaselineCfg(Strict):
     # each candidate overrides keys of `model`, e.g. {arch: FPN, encoder: resnet18}
     candidates: list[dict[str, Any]] = Field(default_factory=lambda: [{}])
     # pick the highest val IoU among candidates within `iou_tolerance` of the best, then
-    # the fewest MACs: deterministic figures only (latency is reported, never used)
+    # the fewest MACs: deterministic figures only (latency is measured by the report, never used)
     iou_tolerance: float = Field(0.02, ge=0)
-    latency_size: int = Field(256, ge=32)
+    cost_size: int = Field(256, ge=32)  # MACs and params are counted on a cost_size^2 input
 
 
 class StudyCfg(Strict):
@@ -247,8 +247,7 @@ def load_params(path: Path | str = "params.yaml") -> dict[str, Any]:
         with path.open() as f:
             params = yaml.load(f, Loader=UniqueKeyLoader) or {}  # noqa: S506 - a SafeLoader subclass
     except (OSError, yaml.YAMLError) as err:
-        problem = " ".join(str(err).split())  # PyYAML's messages span several lines
-        raise PipelineError(f"{path}: cannot read params ({problem})") from None
+        raise PipelineError(f"{path}: cannot read params ({one_line(err, 300)})") from None
     if not isinstance(params, dict):
         raise PipelineError(f"{path}: expected a mapping of sections")
     return params

@@ -1,9 +1,6 @@
-"""Cost figures, measured one way for every table: MACs, params, CPU latency."""
+"""Cost figures counted one way for every table: MACs and params (latency: pipeline.speed)."""
 
 from __future__ import annotations
-
-import statistics
-import time
 
 import torch
 import torch_pruning as tp
@@ -19,26 +16,3 @@ def macs_and_params(model: nn.Module, height: int, width: int | None = None) -> 
     macs, params = tp.utils.count_ops_and_params(model, example)
     model.train(was_training)
     return int(macs), int(params)
-
-
-@torch.inference_mode()
-def latency_ms(model: nn.Module, size: int, runs: int = 10, warmup: int = 3, threads: int = 2) -> float:
-    """Median wall time of a batch-1 forward pass on the CPU, after warm-up.
-
-    Noisy on shared machines: report it, never decide on it.
-    """
-    previous = torch.get_num_threads()  # measuring must not change how the caller trains
-    torch.set_num_threads(threads)
-    model = model.eval().cpu()
-    x = torch.zeros(1, 3, size, size)
-    try:
-        for _ in range(warmup):
-            model(x)
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            model(x)
-            times.append((time.perf_counter() - start) * 1000)
-    finally:
-        torch.set_num_threads(previous)
-    return statistics.median(times)

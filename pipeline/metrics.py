@@ -14,6 +14,7 @@ N_BINS = 100  # thresholds k / N_BINS; 0.5 is one of them
 # BSDS' maxDist as a share of the image diagonal. Our matching is not one-to-one and does not
 # thin predictions, so tolerance F1 is not directly comparable with BSDS ODS.
 TOLERANCE = 0.0075
+TOLERANCE_COUNTS = ("tol_pred_hit", "tol_pred", "tol_true_hit", "tol_true")
 
 
 def line_probability(logits: torch.Tensor) -> torch.Tensor:
@@ -89,14 +90,16 @@ def tolerance_counts(pred: np.ndarray, true: np.ndarray, valid: np.ndarray, tole
             "tol_true_hit": int((true & (to_pred <= max_dist)).sum()), "tol_true": int(true.sum())}
 
 
-def tolerance_f1(c: dict) -> tuple:
+def ratio(num: np.ndarray | float, den: np.ndarray | float) -> np.ndarray:
+    """num / den elementwise, 0 where den is 0 (smp's zero_division=0 convention)."""
+    num, den = np.asarray(num, dtype=float), np.asarray(den, dtype=float)
+    return np.divide(num, den, out=np.zeros(np.broadcast(num, den).shape), where=den > 0)
+
+
+def tolerance_f1(c: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(precision, recall, F1) from summed tolerance counts (numbers or arrays)."""
-    precision = np.divide(c["tol_pred_hit"], c["tol_pred"], out=np.zeros(np.shape(c["tol_pred"])),
-                          where=np.asarray(c["tol_pred"]) > 0)
-    recall = np.divide(c["tol_true_hit"], c["tol_true"], out=np.zeros(np.shape(c["tol_true"])),
-                       where=np.asarray(c["tol_true"]) > 0)
-    total = precision + recall
-    return precision, recall, np.divide(2 * precision * recall, total, out=np.zeros(np.shape(total)), where=total > 0)
+    precision, recall = ratio(c["tol_pred_hit"], c["tol_pred"]), ratio(c["tol_true_hit"], c["tol_true"])
+    return precision, recall, ratio(2 * precision * recall, precision + recall)
 
 
 class ToleranceMetrics(Metric):
@@ -106,7 +109,7 @@ class ToleranceMetrics(Metric):
 
     def __init__(self) -> None:
         super().__init__()
-        for name in ("tol_pred_hit", "tol_pred", "tol_true_hit", "tol_true"):
+        for name in TOLERANCE_COUNTS:
             self.add_state(name, torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, prob: torch.Tensor, target: torch.Tensor, threshold: float) -> None:
@@ -118,7 +121,7 @@ class ToleranceMetrics(Metric):
                 setattr(self, name, getattr(self, name) + value)
 
     def compute(self) -> dict[str, torch.Tensor]:
-        counts = {name: int(getattr(self, name)) for name in ("tol_pred_hit", "tol_pred", "tol_true_hit", "tol_true")}
+        counts = {name: int(getattr(self, name)) for name in TOLERANCE_COUNTS}
         precision, recall, f1 = tolerance_f1(counts)
         return {"tol_precision": torch.tensor(float(precision)), "tol_recall": torch.tensor(float(recall)),
                 "tol_f1": torch.tensor(float(f1))}

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from pipeline.config import ModelCfg
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, one_line
 
 # The shape smp expects of an input: ImageNet statistics, RGB, values in [0, 255] / 255.
 NORMALISATION = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
@@ -52,7 +52,7 @@ def load_encoder_weights(model: nn.Module, path: Path) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as err:  # corrupt or unsafe
-        raise PipelineError(f"{path}: cannot load encoder weights ({str(err).splitlines()[0]})") from None
+        raise PipelineError(f"{path}: cannot load encoder weights ({one_line(err)})") from None
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     # nn.Module's own method: some smp encoders override it and return nothing

@@ -18,14 +18,17 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.errors import DataError, PipelineError
+from pipeline.data.sources.files import read_rgb
+from pipeline.errors import PipelineError, one_line
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
-PAD_MULTIPLE = 32
+PAD_MULTIPLE = 32  # as in pipeline.data.datamodule, which would import torch and Lightning here
 
 
 def line_probability(logits: np.ndarray) -> np.ndarray:
-    """(N, C, H, W) logits -> (N, H, W) line probability (sigmoid for 1 channel, else softmax[1])."""
+    """(N, C, H, W) logits -> (N, H, W) line probability (sigmoid for 1 channel, else softmax[1]).
+
+    pipeline.metrics.line_probability in NumPy: the ONNX path runs without torch."""
     if logits.shape[1] == 1:
         return 1 / (1 + np.exp(-logits[:, 0]))
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
@@ -46,7 +49,7 @@ class Predictor:
             try:
                 self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             except Exception as err:  # onnxruntime raises its own untyped errors for bad files
-                raise PipelineError(f"{path}: cannot load ONNX model ({str(err).splitlines()[0]})") from None
+                raise PipelineError(f"{path}: cannot load ONNX model ({one_line(err)})") from None
             meta = self.session.get_modelmeta().custom_metadata_map
             self.normalisation = json.loads(meta.get("normalisation", "{}")) or None
             self.threshold = float(meta.get("threshold", 0.5))
@@ -85,14 +88,6 @@ class Predictor:
                           np.float32)
         padded[0, :, :height, :width] = self.normalise(rgb)
         return line_probability(self.logits(padded))[0, :height, :width]
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    """An image file as HxWx3 uint8 RGB (grey is repeated, alpha dropped)."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise DataError(path, "cannot read image (missing, corrupt or not an image)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def write_png(array: np.ndarray, path: Path) -> None:

@@ -17,9 +17,9 @@ from torch import nn
 
 from pipeline.data.datamodule import PreparedSplit, eval_transform, pad_collate
 from pipeline.data.sources.base import IGNORE_INDEX, LINE
-from pipeline.metrics import line_probability, tolerance_counts, tolerance_f1
+from pipeline.metrics import TOLERANCE_COUNTS, line_probability, ratio, tolerance_counts, tolerance_f1
 
-COUNTS = ("tp", "fp", "fn", "tol_pred_hit", "tol_pred", "tol_true_hit", "tol_true")
+COUNTS = ("tp", "fp", "fn", *TOLERANCE_COUNTS)
 
 
 @torch.inference_mode()
@@ -60,9 +60,8 @@ def scores(counts: dict[str, np.ndarray | list[int]], axis: int = -1) -> dict[st
     """
     c = {key: np.asarray(counts[key]).sum(axis=axis) for key in COUNTS}
     precision, recall, f1 = tolerance_f1(c)
-    union, twice = c["tp"] + c["fp"] + c["fn"], 2 * c["tp"] + c["fp"] + c["fn"]
     return {
-        "iou": np.divide(c["tp"], union, out=np.zeros(np.shape(union)), where=union > 0),
-        "f1": np.divide(2 * c["tp"], twice, out=np.zeros(np.shape(twice)), where=twice > 0),
+        "iou": ratio(c["tp"], c["tp"] + c["fp"] + c["fn"]),
+        "f1": ratio(2 * c["tp"], 2 * c["tp"] + c["fp"] + c["fn"]),
         "tol_precision": precision, "tol_recall": recall, "tol_f1": f1,
     }

@@ -13,7 +13,7 @@ from pipeline.config import FinetuneCfg, ModelCfg, PruneCfg, TrainCfg, TrainerCf
 from pipeline.data.datamodule import SegmentationData
 from pipeline.errors import PipelineError
 from pipeline.losses import Distiller
-from pipeline.measure import latency_ms, macs_and_params
+from pipeline.measure import macs_and_params
 from pipeline.module import SegmentationModule
 from pipeline.pruning.artifact import PRUNED, load_pruned
 from pipeline.pruning.methods import (
@@ -115,8 +115,7 @@ def finetune(pruned: Path, dense: Path, data: Path, cfg: FinetuneCfg, trainer: T
         return None
     size = meta.get("cost_size", 256)
     macs, params = macs_and_params(result.module.model, size)
-    row = {**result.metrics, "gmacs": macs / 1e9, "mparams": params / 1e6,
-           "latency_ms": latency_ms(result.module.model, size), "threshold": result.threshold}
+    row = {**result.metrics, "gmacs": macs / 1e9, "mparams": params / 1e6, "threshold": result.threshold}
     record = {"method": meta.get("method"), "macs_reduction": meta.get("macs_reduction"), "epochs": train.epochs,
               "extra_epochs": extra, "distill": cfg.distill, "after_removal": meta.get("metrics", {}), "final": row}
     return result.module.model, {**meta, "threshold": result.threshold, "metrics": result.metrics,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from collections import Counter
 from pathlib import Path
@@ -77,11 +78,16 @@ def evaluation_size(data: Path) -> tuple[int, int]:
     return sizes.most_common(1)[0][0]
 
 
+def dvclive_curve(run: Path, metric: str) -> list[tuple[int, float]]:
+    """(step, value) pairs of a metric (e.g. val/iou) in the DVCLive log folder `run`; [] if absent."""
+    tsv = run / "plots" / "metrics" / f"{metric}.tsv"
+    if not tsv.exists():
+        return []
+    with tsv.open() as f:
+        return [(int(row["step"]), float(row[Path(metric).name])) for row in csv.DictReader(f, delimiter="\t")]
+
+
 def curves(logs: Path, metric: str) -> dict[str, list[float]]:
-    """{run: per-epoch values} of a DVCLive metric (e.g. val/iou) for every run under `logs`."""
-    found = {}
-    for tsv in sorted(logs.rglob(f"plots/metrics/{metric}.tsv")):
-        run = tsv.parents[len(Path(metric).parts) + 1].relative_to(logs)
-        lines = tsv.read_text().splitlines()[1:]
-        found[str(run)] = [float(line.split("\t")[1]) for line in lines if line.strip()]
-    return found
+    """{run: per-epoch values} of a DVCLive metric for every run (log folder) under `logs`."""
+    runs = sorted(tsv.parents[len(Path(metric).parts) + 1] for tsv in logs.rglob(f"plots/metrics/{metric}.tsv"))
+    return {str(run.relative_to(logs)): [value for _, value in dvclive_curve(run, metric)] for run in runs}

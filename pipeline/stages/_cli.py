@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Callable
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, one_line
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -30,10 +30,10 @@ OOM_ADVICE = ("lower train.batch_size / train.eval_batch_size or train.crop_size
 
 
 def is_out_of_memory(err: BaseException) -> bool:
-    """True for PyTorch's CPU and CUDA allocator failures and Python's MemoryError."""
+    """True for PyTorch's CPU and CUDA allocator failures (torch.OutOfMemoryError is a
+    RuntimeError saying "out of memory") and Python's MemoryError."""
     text = str(err)
-    return isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError" or (
-        isinstance(err, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text))
+    return isinstance(err, MemoryError) or "out of memory" in text or "can't allocate memory" in text
 
 
 def run(body: Callable[[], object]) -> None:
@@ -48,8 +48,7 @@ def run(body: Callable[[], object]) -> None:
     except (MemoryError, RuntimeError) as err:
         if not is_out_of_memory(err):
             raise
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:120]
-        print(f"error: out of memory ({first}); {OOM_ADVICE}", file=sys.stderr)
+        print(f"error: out of memory ({one_line(err, 120)}); {OOM_ADVICE}", file=sys.stderr)
         sys.exit(1)
 
 

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
                                       f"{args.params} (baseline.candidates)")
             variants.append(Variant(candidate_name(candidate, overrides), candidate, train))
         record = run_study(variants, trainer, args.data, args.logs, base.seed, base.num_classes,
-                           cfg.latency_size, cfg.iou_tolerance, args.out)
+                           cfg.cost_size, cfg.iou_tolerance, args.out)
         if record is None:  # a DDP rank other than 0: rank 0 writes the outputs
             return
         write_json(record, args.report)

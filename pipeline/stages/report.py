@@ -9,6 +9,7 @@ every fine-tuned model interleaved round by round, eager PyTorch and ONNX Runtim
 
 from __future__ import annotations
 
+import argparse
 import tempfile
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from pipeline.pruning.artifact import load_pruned
 from pipeline.report.collect import curves, evaluation_size, gather, model_rows, read_json
 from pipeline.report.figures import channels_per_layer, pareto, prediction_panel, training_curves
 from pipeline.report.render import model_table, prune_notes, to_html
-from pipeline.report.speed import DENSE, measure_models, speed_notes
+from pipeline.report.timing import DENSE, measure_models, speed_notes
 from pipeline.stages._cli import add_paths, parser, run
 from pipeline.study import write_json
 
@@ -54,6 +55,41 @@ def attach_speed(rows: dict, speed: dict) -> None:
             row.update(speed[DENSE])
 
 
+def figure_sections(rows: dict, records: dict, folders: dict[str, Path], args: argparse.Namespace,
+                    panel_images: int, final: str) -> list[str]:
+    """Draw the figures into args.plots; return their Markdown sections."""
+    figures = args.plots
+    pareto(rows, figures / "iou_vs_gmacs.png")
+    sections = ["## Accuracy vs cost", "![IoU vs GMACs](figures/iou_vs_gmacs.png)"]
+    if records["prune"]:
+        channels_per_layer(records["prune"], figures / "channels_per_layer.png")
+        sections += ["## Pruning", "\n".join(prune_notes(records["prune"])),
+                     "![channels per layer](figures/channels_per_layer.png)"]
+    with_templates = {n: r["templates"] for n, r in records["prune"].items() if "templates" in r}
+    if with_templates:
+        template_histograms(with_templates, figures / "template_magnitudes.png")
+        sections.append("![template magnitudes](figures/template_magnitudes.png)")
+    training_curves({stage: {m: curves(args.logs / stage, m) for m in ("val/iou", "train/loss_epoch")}
+                     for stage in STAGES}, figures / "training_curves.png")
+    sections += ["## Training curves", "![training curves](figures/training_curves.png)"]
+    final = final if final in records["finetune"] else next(iter(records["finetune"]), None)
+    shown = {"dense": DENSE, **({f"final {final}": final} if final else {})}
+    models = {label: load_pruned(folders[key]) for label, key in shown.items()}
+    prediction_panel(args.data, {label: (m, meta["threshold"]) for label, (m, meta) in models.items()},
+                     panel_images, figures / "predictions.png")
+    return [*sections, "## Test predictions", "![predictions](figures/predictions.png)"]
+
+
+def export_section(path: Path) -> list[str]:
+    """What the export stage recorded, if it ran."""
+    if not path.exists():
+        return []
+    r = read_json(path)
+    return ["## Export", f"`{r['onnx']}` (from `{r['model']}`), ONNX opset {r['opset']}, {r['bytes'] / 1e6:.1f} MB; "
+            f"max |ONNX Runtime - PyTorch| logit difference {r['max_abs_diff']:.2e} on {r['check_images']} test "
+            f"images. Metadata: normalisation, classes, threshold {r['threshold']:.2f}, opset."]
+
+
 def main(argv: list[str] | None = None) -> None:
     """Read the stage records and models; measure; write the report files and figures."""
     p = parser(__doc__)
@@ -75,37 +111,11 @@ def main(argv: list[str] | None = None) -> None:
             num_classes = load_meta(folders[DENSE]).get("num_classes", 2)
             speed = measure_models({**folders, **other_networks(rows, Path(tmp), num_classes)}, size, cfg)
         attach_speed(rows, speed)
-        figures = args.plots
-        pareto(rows, figures / "iou_vs_gmacs.png")
-        sections = ["## Accuracy vs cost", "![IoU vs GMACs](figures/iou_vs_gmacs.png)"]
-        if records["prune"]:
-            channels_per_layer(records["prune"], figures / "channels_per_layer.png")
-            sections += ["## Pruning", "\n".join(prune_notes(records["prune"])),
-                         "![channels per layer](figures/channels_per_layer.png)"]
-        with_templates = {n: r["templates"] for n, r in records["prune"].items() if "templates" in r}
-        if with_templates:
-            template_histograms(with_templates, figures / "template_magnitudes.png")
-            sections.append("![template magnitudes](figures/template_magnitudes.png)")
-        training_curves({stage: {m: curves(args.logs / stage, m) for m in ("val/iou", "train/loss_epoch")}
-                         for stage in STAGES}, figures / "training_curves.png")
-        sections += ["## Training curves", "![training curves](figures/training_curves.png)"]
-        final = export.model if export.model in records["finetune"] else next(iter(records["finetune"]), None)
-        panel = {"dense": load_pruned(folders[DENSE])}
-        if final:
-            panel[f"final {final}"] = load_pruned(folders[final])
-        prediction_panel(args.data, {k: (m, meta["threshold"]) for k, (m, meta) in panel.items()},
-                         cfg.panel_images, figures / "predictions.png")
-        sections += ["## Test predictions", "![predictions](figures/predictions.png)"]
-        export_record = read_json(args.reports / "export.json") if (args.reports / "export.json").exists() else None
-        if export_record:
-            sections += ["## Export", f"`{export_record['onnx']}` (from `{export_record['model']}`), ONNX opset "
-                         f"{export_record['opset']}, {export_record['bytes'] / 1e6:.1f} MB; max |ONNX Runtime - "
-                         f"PyTorch| logit difference {export_record['max_abs_diff']:.2e} on "
-                         f"{export_record['check_images']} test images. Metadata: normalisation, classes, "
-                         f"threshold {export_record['threshold']:.2f}, opset."]
+        sections = figure_sections(rows, records, folders, args, cfg.panel_images, export.model)
+        sections += export_section(args.reports / "export.json")
         text = "\n\n".join([
             "# Power-line segmentation: accuracy vs cost", model_table(rows), explain(size, cfg, records),
-            "## Speed", "\n".join(speed_notes(rows, speed, rows_dense_gmacs(rows))) or "no fine-tuned models",
+            "## Speed", "\n".join(speed_notes(rows, speed)) or "no fine-tuned models",
             *sections])
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text + "\n")
@@ -117,11 +127,6 @@ def main(argv: list[str] | None = None) -> None:
         print(model_table(rows))
 
     run(body)
-
-
-def rows_dense_gmacs(rows: dict) -> float:
-    """GMACs of the dense model (the reference of every cut)."""
-    return next(r["gmacs"] for r in rows.values() if r["kind"] == "dense")
 
 
 def explain(size: tuple[int, int], cfg, records: dict) -> str:

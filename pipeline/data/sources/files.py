@@ -20,7 +20,7 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
-from pipeline.errors import DataError
+from pipeline.errors import DataError, one_line
 
 # Pillow and scipy raise a zoo of exception types for corrupt input (OSError for
 # truncation, SyntaxError/struct.error from header parsers, EOFError, ...). All of them
@@ -35,12 +35,6 @@ _DECODE_ERRORS = (
 )
 _MAT_BUDGET = 256 * 2**20  # bytes, file and inflated data: a 16k x 16k mask still fits
 _SIXTEEN_BIT = ("I", "I;16", "I;16B", "I;16L", "I;16N")
-
-
-def one_line(err: BaseException, limit: int = 160) -> str:
-    """An exception's text squeezed onto one short line (for DataError problems)."""
-    text = " ".join(str(err).split()) or type(err).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def read_rgb(path: Path | str) -> np.ndarray:

@@ -13,11 +13,10 @@ from pathlib import Path
 from pipeline.data.sources.base import Sample, validate_sample
 from pipeline.data.sources.files import (
     check_aligned,
-    one_line,
     read_mat_boundaries,
     read_rgb,
 )
-from pipeline.errors import DataError
+from pipeline.errors import DataError, one_line
 
 SUBSETS = ("train", "test")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")

@@ -27,8 +27,8 @@ from pipeline.data.sources.base import (
     Sample,
     validate_sample,
 )
-from pipeline.data.sources.files import decode_rgb, one_line, read_rgb
-from pipeline.errors import DataError
+from pipeline.data.sources.files import decode_rgb, read_rgb
+from pipeline.errors import DataError, one_line
 
 MIB = 2**20
 LINE_WIDTH = 3  # px for "line"/"linestrip" shapes: power lines are a few pixels wide

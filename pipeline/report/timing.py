@@ -46,10 +46,10 @@ def measure_models(folders: dict[str, Path], size: tuple[int, int], cfg: ReportC
     return table
 
 
-def speed_notes(rows: dict[str, dict[str, Any]], speed: dict[str, dict[str, Any]], dense_gmacs: float,
-                floor: float = 1.05) -> list[str]:
+def speed_notes(rows: dict[str, dict[str, Any]], speed: dict[str, dict[str, Any]], floor: float = 1.05) -> list[str]:
     """One line per fine-tuned model: MAC cut against measured speed-ups, flagged when the
     cut did not turn into a speed-up (below `floor`) on this CPU."""
+    dense_gmacs = next(r["gmacs"] for r in rows.values() if r["kind"] == "dense")
     notes = []
     for row in rows.values():
         if row["kind"] != "final" or row["run"] not in speed:
