@@ -17,6 +17,7 @@ from torch import nn
 from pipeline.artifact import load_model, save_model
 from pipeline.config import ModelCfg, TrainCfg, TrainerCfg
 from pipeline.measure import macs_and_params
+from pipeline.resume import ResumeStore
 from pipeline.train import FitResult, describe, fit
 
 
@@ -31,13 +32,15 @@ class Variant:
 
 
 def run_variant(variant: Variant, trainer: TrainerCfg, data: Path, logs: Path, seed: int,
-                num_classes: int, cost_size: int) -> tuple[FitResult, dict[str, Any]] | None:
+                num_classes: int, cost_size: int, resume: ResumeStore | None = None
+                ) -> tuple[FitResult, dict[str, Any]] | None:
     """Train one variant; return the fit and its row: accuracy and cost figures.
 
     None on DDP ranks other than 0: they train alongside rank 0, which measures and writes.
     """
     start = copy.deepcopy(variant.init) if variant.init is not None else None
-    result = fit(variant.model, variant.train, trainer, data, logs / variant.name, seed, num_classes, model=start)
+    result = fit(variant.model, variant.train, trainer, data, logs / variant.name, seed, num_classes, model=start,
+                 resume=resume)
     if result is None:
         return None
     macs, params = macs_and_params(result.module.model, cost_size)
@@ -66,7 +69,8 @@ RULE = ("highest val/iou; among variants within iou_tolerance of it, the fewest 
 
 
 def run_study(variants: list[Variant], trainer: TrainerCfg, data: Path, logs: Path, seed: int,
-              num_classes: int, cost_size: int, tolerance: float, out: Path) -> dict[str, Any] | None:
+              num_classes: int, cost_size: int, tolerance: float, out: Path, resume: ResumeStore | None = None
+              ) -> dict[str, Any] | None:
     """Train every variant, save the winner to `out`, return the decision record.
 
     Under DDP every rank trains every variant, but only global rank 0 saves and gets the
@@ -75,7 +79,7 @@ def run_study(variants: list[Variant], trainer: TrainerCfg, data: Path, logs: Pa
     rows, fits = {}, {}
     for variant in variants:
         print(f"--- {variant.name}")
-        done = run_variant(variant, trainer, data, logs, seed, num_classes, cost_size)
+        done = run_variant(variant, trainer, data, logs, seed, num_classes, cost_size, resume)
         if done is not None:
             fits[variant.name], rows[variant.name] = done
     if not fits:  # not DDP rank 0
@@ -97,7 +101,7 @@ def write_json(data: dict[str, Any], path: Path) -> None:
 
 
 def continue_study(prev: Path, options: dict[str, TrainCfg], trainer: TrainerCfg, data: Path, logs: Path,
-                   seed: int, tolerance: float, out: Path) -> dict[str, Any] | None:
+                   seed: int, tolerance: float, out: Path, resume: ResumeStore | None = None) -> dict[str, Any] | None:
     """Train the model in `prev` further with each named training config; keep the best.
 
     Every option starts from the same weights and gets the same epochs, so the comparison
@@ -107,7 +111,7 @@ def continue_study(prev: Path, options: dict[str, TrainCfg], trainer: TrainerCfg
     model_cfg = ModelCfg.model_validate(meta["model"])
     variants = [Variant(name, model_cfg, train, init=model) for name, train in options.items()]
     record = run_study(variants, trainer, data, logs, seed, meta.get("num_classes", 2),
-                       meta.get("cost_size", 256), tolerance, out)
+                       meta.get("cost_size", 256), tolerance, out, resume)
     if record is None:  # not DDP rank 0
         return None
     return {"start": {"model": str(prev), "variant": meta.get("variant"), "metrics": meta["metrics"]}, **record}

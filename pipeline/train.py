@@ -8,6 +8,7 @@ evaluates and returns the result; the other ranks get None and must write nothin
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +27,7 @@ from pipeline.config import ModelCfg, TrainCfg, TrainerCfg
 from pipeline.data.datamodule import SegmentationData
 from pipeline.errors import PipelineError
 from pipeline.module import SegmentationModule
+from pipeline.resume import BEST, LAST, AtomicCheckpointIO, EpochSeed, ResumeStore, finished_epochs, mark_finished
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +36,18 @@ class StopOnNonFinite(Callback):
     """Stop training at the first NaN/inf training loss with a message saying what to change
     (Lightning would otherwise train on, or stop silently via early stopping)."""
 
+    def __init__(self, kept: Path | None = None) -> None:
+        self.kept = kept  # where the last good (epoch-end) checkpoint is, if resuming
+
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if loss is not None and not torch.isfinite(loss).all():
+            kept = (f"; the last good checkpoint (end of epoch {trainer.current_epoch - 1}) is kept in {self.kept}"
+                    if self.kept is not None and (self.kept / LAST).exists() else "")
             raise PipelineError(f"training loss became {float(loss)} at epoch {trainer.current_epoch}, batch "
                                 f"{batch_idx}: lower train.lr, check the data for bad values, or use "
-                                f"trainer.precision: 32-true")
+                                f"trainer.precision: 32-true{kept}")
 
 
 @dataclass
@@ -54,41 +61,71 @@ class FitResult:
 
 def fit(model_cfg: ModelCfg, train_cfg: TrainCfg, trainer_cfg: TrainerCfg, data_root: Path,
         log_dir: Path, seed: int, num_classes: int = 2, model: nn.Module | None = None,
-        callbacks: list[Callback] | None = None, keep_last: bool = False, **module_options: Any) -> FitResult | None:
+        callbacks: list[Callback] | None = None, keep_last: bool = False, resume: ResumeStore | None = None,
+        **module_options: Any) -> FitResult | None:
     """Train, keep the best val IoU checkpoint, tune the threshold on val, score test.
 
     Returns None on every DDP rank but global rank 0 (which returns the result): callers
-    write outputs only when they get a result. `callbacks` are added to the Trainer's;
-    `keep_last` keeps the last weights instead of the best (sparsification must end where
-    its decisions were made); `module_options` go to SegmentationModule (templates, teacher).
+    write outputs only when they get a result. `callbacks` are added to the Trainer's (their
+    state_dict() is checkpointed); `keep_last` keeps the last weights instead of the best
+    (sparsification must end where its decisions were made); `resume` keeps the run's
+    checkpoints where a rerun continues from them (pipeline.resume); `module_options` go to
+    SegmentationModule (templates, teacher).
     """
     L.seed_everything(seed, workers=True)
     module = SegmentationModule(model_cfg.model_dump(), train_cfg.model_dump(), num_classes, model=model,
                                 **module_options)
-    data = SegmentationData(data_root, train_cfg)
-    with tempfile.TemporaryDirectory(prefix="fit-") as work:
-        best = ModelCheckpoint(dirpath=work, filename="best", monitor=None if keep_last else "val/iou", mode="max",
-                               save_top_k=1, save_weights_only=True)
-        callbacks = [best, StopOnNonFinite(), *(callbacks or [])]
+    data = SegmentationData(data_root, train_cfg, seed)
+    folder = resume.folder(module, data_root, model=model_cfg, train=train_cfg, trainer=trainer_cfg, seed=seed,
+                           keep_last=keep_last) if resume else None
+    with _work_folder(folder) as work:
+        # at every epoch's end: unless keep_last, the best weights so far; then the full state
+        # to resume from, which must come second to hold the best one's updated record
+        saved = []
+        if not keep_last:
+            saved.append(ModelCheckpoint(dirpath=work, filename=Path(BEST).stem, monitor="val/iou", mode="max",
+                                         save_weights_only=True, enable_version_counter=False))
+        saved.append(ModelCheckpoint(dirpath=work, filename=Path(LAST).stem, enable_version_counter=False))
+        callbacks = [*saved, StopOnNonFinite(folder), EpochSeed(seed), *(callbacks or [])]
         if train_cfg.early_stopping_patience:
             callbacks.append(EarlyStopping("val/iou", mode="max", patience=train_cfg.early_stopping_patience))
+        done = finished_epochs(folder)  # a finished run replays no epoch, even one that stopped early
         trainer = L.Trainer(
-            max_epochs=train_cfg.epochs,
+            max_epochs=train_cfg.epochs if done is None else done,
             limit_train_batches=train_cfg.limit_train_batches,
             callbacks=callbacks,
-            logger=DVCLiveLogger(dir=str(log_dir), save_dvc_exp=False, dvcyaml=False),
+            logger=DVCLiveLogger(dir=str(work / "dvclive"), save_dvc_exp=False, dvcyaml=False, resume=True),
             default_root_dir=work,
             enable_model_summary=False,
+            plugins=[AtomicCheckpointIO()],
             **trainer_cfg.model_dump(),
         )
-        trainer.fit(module, datamodule=data)
+        checkpoint = work / LAST
+        if done is not None:
+            log.info("already trained (%d epochs) in %s: replaying its end", done, work)
+        elif checkpoint.exists():
+            log.info("resuming after epoch %d from %s", torch.load(checkpoint, weights_only=True, mmap=True)["epoch"], checkpoint)
+        trainer.fit(module, datamodule=data, ckpt_path=checkpoint if checkpoint.exists() else None, weights_only=True)
         if not trainer.is_global_zero:
             return None
-        # ModelCheckpoint broadcasts rank 0's dirpath, so this is rank 0's own temporary folder
-        if best.best_model_path and not keep_last:  # safe loading: the checkpoint holds tensors and plain values
-            state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
+        if folder is not None:
+            mark_finished(folder, trainer.current_epoch)
+        # ModelCheckpoint broadcasts rank 0's dirpath, so this is rank 0's own folder
+        if (work / BEST).exists() and not keep_last:  # safe loading: the checkpoint holds tensors and plain values
+            state = torch.load(work / BEST, map_location="cpu", weights_only=True)
             module.load_state_dict(state["state_dict"])
+        shutil.copytree(work / "dvclive", log_dir, dirs_exist_ok=True)
     return evaluate(module, data, trainer_cfg)
+
+
+@contextmanager
+def _work_folder(folder: Path | None) -> Iterator[Path]:
+    """`folder` (resume state that outlives the process), or a temporary one."""
+    if folder is not None:
+        yield folder
+        return
+    with tempfile.TemporaryDirectory(prefix="fit-") as work:
+        yield Path(work)
 
 
 def evaluate(module: SegmentationModule, data: SegmentationData, trainer_cfg: TrainerCfg) -> FitResult:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from pipeline.config import BaseCfg, PrepareCfg
 from pipeline.data.prepare import prepare
-from pipeline.preset import merge
+from pipeline.preset import apply_preset, merge
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"
@@ -40,3 +43,30 @@ def require_shared(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"real data not found at {path} (it lives beside the project, in ../shared)")
     return path
+
+
+def run(cmd: list[str], cwd: Path) -> str:
+    """Run a command in `cwd`; fail the test with its output tail if it fails."""
+    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout + done.stderr
+
+
+def copy_project(copy: Path, overrides: dict[str, Any] | None = None) -> Path:
+    """A git + DVC copy of the tracked project files in `copy`, with configs/tiny.yaml and
+    then `overrides` applied to params.yaml, committed."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.split()
+    for name in files:
+        if (ROOT / name).is_file() and not name.startswith(("data/prepared", "checkpoints/", "reports/")):
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, copy / name)
+    apply_preset(copy / "configs" / "tiny.yaml", copy / "params.yaml")
+    if overrides:
+        (copy / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+        apply_preset(copy / "overrides.yaml", copy / "params.yaml")
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    run(["git", "init", "-q"], copy)
+    run(["git", "add", "-A"], copy)
+    run([*git, "commit", "-qm", "tiny"], copy)
+    return copy

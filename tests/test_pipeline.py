@@ -3,42 +3,22 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from pipeline.preset import apply_preset
-from tests.conftest import ROOT
+from tests.conftest import ROOT, copy_project, run
 
 STAGES = ("prepare", "baseline", "augment", "loss", "prune", "finetune", "export", "report")
 SECTIONS = ("## Speed", "## Pruning", "## Training curves", "## Test predictions", "## Export")
 
 
-def run(cmd: list[str], cwd: Path) -> str:
-    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return done.stdout + done.stderr
-
-
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    """A git + DVC copy of the tracked project files, with configs/tiny.yaml applied."""
-    copy = tmp_path_factory.mktemp("project")
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                           text=True, check=True).stdout.split()
-    for name in files:
-        if (ROOT / name).is_file() and not name.startswith(("data/prepared", "checkpoints/", "reports/")):
-            (copy / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, copy / name)
-    apply_preset(copy / "configs" / "tiny.yaml", copy / "params.yaml")
-    run(["git", "init", "-q"], copy)
-    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "x", "--allow-empty"], copy)
-    run(["git", "add", "-A"], copy)
-    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "tiny"], copy)
-    return copy
+    """A git + DVC copy of the project with configs/tiny.yaml applied."""
+    return copy_project(tmp_path_factory.mktemp("project"))
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ padded images for evaluation, albumentations policies given as data."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +13,13 @@ import cv2
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from pipeline.config import TrainCfg
 from pipeline.data.sources.base import IGNORE_INDEX, LINE
 from pipeline.errors import PipelineError
 from pipeline.models import NORMALISATION
+from pipeline.resume import epoch_seed
 
 PAD_MULTIPLE = 32  # every smp encoder downsamples by at most 32
 
@@ -79,12 +81,13 @@ class PreparedSplit(Dataset):
         """The prepared mask `name`: HxW class ids with IGNORE_INDEX."""
         return cv2.imread(str(self.folder / "masks" / f"{name}.png"), cv2.IMREAD_UNCHANGED)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any]:
+        index, seed = index if isinstance(index, tuple) else (index, 0)
         name = self.names[index]
         image, mask = self.read(name), self.read_mask(name)
-        # albumentations draws from its own generator; seeding it from torch's RNG (seeded
-        # by Lightning, per worker and epoch) makes crops and augmentations reproducible
-        self.transform.set_random_seed(int(torch.randint(2**31 - 1, ())))
+        # albumentations draws from its own generator: seeded per item by EpochSampler, the
+        # crops and augmentations depend on (seed, epoch, item) only, in any worker
+        self.transform.set_random_seed(seed)
         out = self.transform(image=image, mask=mask)
         return {
             "image": torch.from_numpy(out["image"].transpose(2, 0, 1).copy()),
@@ -108,12 +111,34 @@ def pad_collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
     return {"image": images, "mask": masks, "name": [item["name"] for item in batch]}
 
 
-class SegmentationData(L.LightningDataModule):
-    """Train/val/test loaders over `root` (the prepare stage's output)."""
+class EpochSampler(Sampler):
+    """Shuffled (index, item seed) pairs drawn from (seed, epoch) alone.
 
-    def __init__(self, root: Path | str, cfg: TrainCfg) -> None:
+    Not from the global RNG: Lightning builds an epoch's iterator before or after the epoch
+    hooks depending on whether the run was resumed, so only a sampler that asks for the
+    epoch when iterated makes a resumed epoch repeat the killed one exactly.
+    """
+
+    def __init__(self, size: int, seed: int, epoch: Callable[[], int]) -> None:
+        self.size, self.seed, self.epoch = size, seed, epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch()))
+        order = torch.randperm(self.size, generator=generator).tolist()
+        seeds = torch.randint(2**31 - 1, (self.size,), generator=generator).tolist()
+        return iter(list(zip(order, seeds, strict=True)))
+
+
+class SegmentationData(L.LightningDataModule):
+    """Train/val/test loaders over `root` (the prepare stage's output); `seed` and the
+    trainer's epoch decide the training crops."""
+
+    def __init__(self, root: Path | str, cfg: TrainCfg, seed: int = 0) -> None:
         super().__init__()
-        self.root, self.cfg = Path(root), cfg
+        self.root, self.cfg, self.seed = Path(root), cfg, seed
         if not (self.root / "manifest.json").exists():
             raise PipelineError(f"{self.root}: no manifest.json; run the prepare stage first")
 
@@ -122,15 +147,19 @@ class SegmentationData(L.LightningDataModule):
         dataset = PreparedSplit(self.root, split, transform)
         if len(dataset) == 0:
             raise PipelineError(f"{self.root}: the {split} split is empty")
+        sampler = EpochSampler(len(dataset), self.seed, self._epoch) if train else None
         return DataLoader(
             dataset,
             batch_size=self.cfg.batch_size if train else self.cfg.eval_batch_size,
-            shuffle=train,
+            sampler=sampler,
             drop_last=train and len(dataset) >= self.cfg.batch_size,
             num_workers=self.cfg.num_workers,
             persistent_workers=self.cfg.num_workers > 0,
             collate_fn=pad_collate,
         )
+
+    def _epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

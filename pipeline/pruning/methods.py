@@ -16,6 +16,7 @@ a smaller model. They differ in how they get there:
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import lightning as L
 import torch
@@ -92,13 +93,27 @@ class HqsSparsifier(L.Callback):
     def __init__(self, templates: Templates, macs_reduction: float, lr: float, final_stiffness: float) -> None:
         self.args = templates, macs_reduction, lr, final_stiffness
         self.hqs: HqsL0 | None = None
+        self.restored: dict[str, Any] = {}
 
     def on_train_start(self, trainer: L.Trainer, *_args) -> None:
-        """The schedule spans the steps this run will take (Lightning knows them by now)."""
+        """The schedule spans the steps this run will take (Lightning knows them by now), or
+        continues the checkpointed one when the run resumes."""
         templates, macs_reduction, lr, final_stiffness = self.args
-        steps = int(trainer.estimated_stepping_batches)
+        steps = self.restored.get("steps") or int(trainer.estimated_stepping_batches)
         self.hqs = HqsL0(templates, macs_reduction, steps, lr, final_stiffness=final_stiffness)
+        for name in ("step", "lam", "fisher", "keep", "z"):
+            if name in self.restored:
+                setattr(self.hqs, name, self.restored[name])
         self.every = max(1, steps // Z_STEPS)
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs: the schedule's position, λ, the Fisher metric, z."""
+        h = self.hqs
+        return {} if h is None else {"steps": h.steps, "step": h.step, "lam": h.lam, "fisher": h.fisher,
+                                     "keep": h.keep, "z": h.z}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.restored = state  # applied in on_train_start, once the templates are restored too
 
     def on_before_optimizer_step(self, trainer: L.Trainer, *_args) -> None:
         """The task gradient of the templates (the pull is not a gradient term) feeds the metric."""
@@ -111,8 +126,9 @@ class HqsSparsifier(L.Callback):
             self.hqs.z_step()
 
     def keep(self) -> Tensor:
-        """The last z-step's decision."""
-        return self.hqs.keep
+        """The last z-step's decision (a finished run replayed from its checkpoint trains no
+        step, so Lightning never starts the callback: the restored decision then)."""
+        return self.hqs.keep if self.hqs is not None else self.restored["keep"]
 
 
 class PenaltySparsifier(L.Callback):
@@ -131,8 +147,16 @@ class PenaltySparsifier(L.Callback):
         self.steps, self.step = 1, 0
 
     def on_train_start(self, trainer: L.Trainer, *_args) -> None:
-        self.steps = int(trainer.estimated_stepping_batches)
+        if not self.step:  # a resumed run keeps its schedule (load_state_dict)
+            self.steps = int(trainer.estimated_stepping_batches)
         self.every = max(1, self.steps // Z_STEPS)
+
+    def state_dict(self) -> dict[str, Any]:
+        """λ and the schedule's position, for a resumed run."""
+        return {"lam": self.lam, "step": self.step, "steps": self.steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.lam, self.step, self.steps = state["lam"], state["step"], state["steps"]
 
     @torch.no_grad()
     def on_train_batch_end(self, trainer: L.Trainer, *_args) -> None:

@@ -26,6 +26,7 @@ from pipeline.pruning.methods import (
     saliency_gap,
 )
 from pipeline.pruning.templates import attach_templates, fold_and_remove, removed_channels
+from pipeline.resume import ResumeStore
 from pipeline.train import evaluate, fit
 
 
@@ -42,7 +43,8 @@ def sparsify_train_cfg(meta: dict[str, Any], cfg: PruneCfg) -> TrainCfg:
 
 
 def prune(dense: Path, data: Path, method: str, macs_reduction: float, cfg: PruneCfg, trainer: TrainerCfg,
-          seed: int, logs: Path) -> tuple[nn.Module, dict[str, Any], dict[str, Any]] | None:
+          seed: int, logs: Path, resume: ResumeStore | None = None
+          ) -> tuple[nn.Module, dict[str, Any], dict[str, Any]] | None:
     """Prune the model in `dense` by `method` until its MACs fall by `macs_reduction`.
 
     Returns (pruned model, its model.json, the stage record), or None on DDP ranks other
@@ -65,7 +67,7 @@ def prune(dense: Path, data: Path, method: str, macs_reduction: float, cfg: Prun
         sparsifier = create_sparsifier(method, templates, macs_reduction, cfg.lr, cfg.final_stiffness,
                                        cfg.penalty_zero)
         if fit(model_cfg, train, trainer, data, logs, seed, num_classes, model=model, callbacks=[sparsifier],
-               keep_last=True, templates=templates) is None:
+               keep_last=True, resume=resume, templates=templates) is None:
             return None
         keep, effective = sparsifier.keep(), templates.effective_scale()
     else:
@@ -95,7 +97,7 @@ def prune(dense: Path, data: Path, method: str, macs_reduction: float, cfg: Prun
 
 
 def finetune(pruned: Path, dense: Path, data: Path, cfg: FinetuneCfg, trainer: TrainerCfg, seed: int,
-             logs: Path) -> tuple[nn.Module, dict[str, Any], dict[str, Any]] | None:
+             logs: Path, resume: ResumeStore | None = None) -> tuple[nn.Module, dict[str, Any], dict[str, Any]] | None:
     """Train a pruned model with the dense model's loss and crops to recover accuracy.
 
     Equal budgets: a method that spent fewer than `budget_epochs` sparsifying (the one-shot
@@ -110,7 +112,7 @@ def finetune(pruned: Path, dense: Path, data: Path, cfg: FinetuneCfg, trainer: T
         teacher, _ = load_pruned(dense)
         options["teacher"] = Distiller(teacher, cfg.distill_weight, cfg.distill_temperature)
     model_cfg, num_classes = ModelCfg.model_validate(meta["model"]), meta.get("num_classes", 2)
-    result = fit(model_cfg, train, trainer, data, logs, seed, num_classes, model=model, **options)
+    result = fit(model_cfg, train, trainer, data, logs, seed, num_classes, model=model, resume=resume, **options)
     if result is None:
         return None
     size = meta.get("cost_size", 256)

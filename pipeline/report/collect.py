@@ -83,8 +83,9 @@ def dvclive_curve(run: Path, metric: str) -> list[tuple[int, float]]:
     tsv = run / "plots" / "metrics" / f"{metric}.tsv"
     if not tsv.exists():
         return []
-    with tsv.open() as f:
-        return [(int(row["step"]), float(row[Path(metric).name])) for row in csv.DictReader(f, delimiter="\t")]
+    with tsv.open() as f:  # a resumed run logs the killed epoch's steps again: the last value counts
+        by_step = {int(row["step"]): float(row[Path(metric).name]) for row in csv.DictReader(f, delimiter="\t")}
+    return sorted(by_step.items())
 
 
 def curves(logs: Path, metric: str) -> dict[str, list[float]]:

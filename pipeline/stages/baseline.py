@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pipeline.config import ModelCfg, load_sections, parse_section
 from pipeline.plots import iou_vs_gmacs
-from pipeline.stages._cli import parser, run
+from pipeline.stages._cli import add_resume, parser, resume_store, run
 from pipeline.study import Variant, run_study, write_json
 
 
@@ -24,21 +24,25 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--report", type=Path, default=Path("reports/baseline.json"))
     p.add_argument("--plot", type=Path, default=Path("reports/baseline_iou_vs_gmacs.png"))
     p.add_argument("--logs", type=Path, default=Path("logs/baseline"))
+    add_resume(p)
     args = p.parse_args(argv)
 
     def body() -> None:
-        base, model, train, trainer, cfg = load_sections(args.params, "base", "model", "train", "trainer", "baseline")
+        sections = load_sections(args.params, "base", "model", "train", "trainer", "baseline")
+        base, model, train, trainer, cfg = sections
+        resume = resume_store(args.resume_dir, "baseline", *sections)
         variants = []
         for overrides in cfg.candidates:
             candidate = parse_section({"model": {**model.model_dump(), **overrides}}, "model", ModelCfg,
                                       f"{args.params} (baseline.candidates)")
             variants.append(Variant(candidate_name(candidate, overrides), candidate, train))
         record = run_study(variants, trainer, args.data, args.logs, base.seed, base.num_classes,
-                           cfg.cost_size, cfg.iou_tolerance, args.out)
+                           cfg.cost_size, cfg.iou_tolerance, args.out, resume)
         if record is None:  # a DDP rank other than 0: rank 0 writes the outputs
             return
         write_json(record, args.report)
         iou_vs_gmacs(record["candidates"], record["winner"], args.plot, "baseline candidates")
+        resume.clear()
         print(f"chosen: {record['winner']}")
 
     run(body)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pipeline.config import load_sections
 from pipeline.pruning.artifact import PRUNED, save_pruned
 from pipeline.pruning.run import finetune
-from pipeline.stages._cli import add_paths, parser, run
+from pipeline.stages._cli import add_paths, add_resume, parser, resume_store, run
 from pipeline.study import write_json
 
 
@@ -20,16 +20,20 @@ def main(argv: list[str] | None = None) -> None:
               dense=("checkpoints/dense", "dense model, the teacher"), data=("data/prepared", "prepared data set"),
               out=("checkpoints/final/hqs_l0-0.5", "output model folder"),
               report=("reports/finetune/hqs_l0-0.5.json", "record (JSON)"), logs=("logs/finetune/hqs_l0-0.5", "curves"))
+    add_resume(p)
     args = p.parse_args(argv)
 
     def body() -> None:
-        base, trainer, cfg = load_sections(args.params, "base", "trainer", "finetune")
-        done = finetune(args.model, args.dense, args.data, cfg, trainer, base.seed, args.logs)
+        sections = load_sections(args.params, "base", "trainer", "finetune")
+        base, trainer, cfg = sections
+        resume = resume_store(args.resume_dir, f"finetune-{args.out.name}", *sections)
+        done = finetune(args.model, args.dense, args.data, cfg, trainer, base.seed, args.logs, resume)
         if done is None:  # a DDP rank other than 0: rank 0 writes the outputs
             return
         model, meta, record = done
         save_pruned(model, args.out, meta, meta[PRUNED])
         write_json(record, args.report)
+        resume.clear()
         print(f"{record['method']}: test IoU {record['after_removal'].get('test/iou', 0):.3f} after removal -> "
               f"{record['final']['test/iou']:.3f} after {record['epochs']} epochs")
 

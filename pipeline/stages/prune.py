@@ -14,7 +14,7 @@ from pipeline.config import METHODS, load_sections
 from pipeline.errors import PipelineError
 from pipeline.pruning.artifact import PRUNED, save_pruned
 from pipeline.pruning.run import prune
-from pipeline.stages._cli import add_paths, parser, run
+from pipeline.stages._cli import add_paths, add_resume, parser, resume_store, run
 from pipeline.study import write_json
 
 
@@ -26,13 +26,17 @@ def main(argv: list[str] | None = None) -> None:
     add_paths(p, model=("checkpoints/dense", "dense model folder"), data=("data/prepared", "prepared data set"),
               out=("checkpoints/pruned/hqs_l0-0.5", "pruned model folder"),
               report=("reports/prune/hqs_l0-0.5.json", "record (JSON)"), logs=("logs/prune/hqs_l0-0.5", "curves"))
+    add_resume(p)
     args = p.parse_args(argv)
 
     def body() -> None:
-        base, trainer, cfg = load_sections(args.params, "base", "trainer", "prune")
+        sections = load_sections(args.params, "base", "trainer", "prune")
+        base, trainer, cfg = sections
+        resume = resume_store(args.resume_dir, f"prune-{args.method}-{args.macs_reduction}", *sections)
         if not 0 < args.macs_reduction < 1:
             raise PipelineError(f"--macs-reduction must lie in (0, 1), got {args.macs_reduction}")
-        done = prune(args.model, args.data, args.method, args.macs_reduction, cfg, trainer, base.seed, args.logs)
+        done = prune(args.model, args.data, args.method, args.macs_reduction, cfg, trainer, base.seed, args.logs,
+                     resume)
         if done is None:  # a DDP rank other than 0: rank 0 writes the outputs
             return
         pruned, meta, record = done
@@ -42,6 +46,7 @@ def main(argv: list[str] | None = None) -> None:
                     live.log_metric(name, value)
         save_pruned(pruned, args.out, meta, record[PRUNED])
         write_json(record, args.report)
+        resume.clear()
         after = record["after_removal"]
         print(f"{args.method}: MACs -{record['achieved_reduction']:.1%} (target -{args.macs_reduction:.0%}), "
               f"val IoU right after removal {after['val/iou']:.3f} (dense {record['dense'].get('val/iou', 0):.3f})")

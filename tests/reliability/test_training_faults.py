@@ -9,6 +9,7 @@ from torch import nn
 from pipeline.config import ModelCfg, TrainCfg, TrainerCfg
 from pipeline.errors import PipelineError
 from pipeline.models import create_model
+from pipeline.resume import ResumeStore
 from pipeline.stages._cli import run
 from pipeline.train import fit
 
@@ -16,14 +17,14 @@ from pipeline.train import fit
 class Diverges(nn.Module):
     """The tiny model, whose output turns NaN from the second training step on."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, good_steps: int = 1) -> None:
         super().__init__()
-        self.model, self.calls = model, 0
+        self.model, self.calls, self.good_steps = model, 0, good_steps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.calls += self.training
         out = self.model(x)
-        return out * float("nan") if self.training and self.calls > 1 else out
+        return out * float("nan") if self.training and self.calls > self.good_steps else out
 
 
 def test_a_nan_loss_stops_training_with_a_clear_message(tiny_data, params, tmp_path):
@@ -32,6 +33,21 @@ def test_a_nan_loss_stops_training_with_a_clear_message(tiny_data, params, tmp_p
     trainer = TrainerCfg.model_validate(params["trainer"])
     with pytest.raises(PipelineError, match=r"training loss became nan at epoch 0, batch 1: lower train\.lr"):
         fit(model_cfg, train, trainer, tiny_data, tmp_path / "logs", 0, model=Diverges(create_model(model_cfg)))
+
+
+def test_a_nan_loss_keeps_the_last_good_checkpoint(tiny_data, params, tmp_path):
+    model_cfg = ModelCfg.model_validate(params["model"])
+    train = TrainCfg.model_validate({**params["train"], "epochs": 3})  # 2 steps per epoch: NaN in the second
+    trainer = TrainerCfg.model_validate(params["trainer"])
+    store = ResumeStore(tmp_path / "resume", "t", {})
+    with pytest.raises(PipelineError, match=r"loss became nan at epoch 1, batch 0: .*the last good checkpoint "
+                                            r"\(end of epoch 0\) is kept in .*resume") as err:
+        fit(model_cfg, train, trainer, tiny_data, tmp_path / "logs", 0, resume=store,
+            model=Diverges(create_model(model_cfg), good_steps=2))
+    assert "\n" not in str(err.value)
+    kept = torch.load(next((tmp_path / "resume").glob("*/last.ckpt")), weights_only=True)
+    floats = [v for v in kept["state_dict"].values() if v.is_floating_point()]
+    assert kept["epoch"] == 0 and floats and all(torch.isfinite(v).all() for v in floats)
 
 
 def test_the_same_fit_without_nan_finishes(tiny_data, params, tmp_path):
