@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +66,27 @@ def copy_project(copy: Path, overrides: dict[str, Any] | None = None) -> Path:
     if overrides:
         (copy / "overrides.yaml").write_text(yaml.safe_dump(overrides))
         apply_preset(copy / "overrides.yaml", copy / "params.yaml")
-    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
     run(["git", "init", "-q"], copy)
     run(["git", "add", "-A"], copy)
-    run([*git, "commit", "-qm", "tiny"], copy)
+    run([*GIT, "commit", "-qm", "tiny"], copy)
     return copy
+
+
+GIT = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+
+
+@pytest.fixture(scope="session")
+def tiny_project(tmp_path_factory) -> tuple[Path, str]:
+    """A tiny copy of the project after a whole `dvc repro` (and that run's log), its
+    dvc.lock and results committed. Tests that change it put it back (`reset_project`)."""
+    project = copy_project(tmp_path_factory.mktemp("project"))
+    log = run([sys.executable, "-m", "dvc", "repro"], project)
+    run(["git", "add", "-A"], project)
+    run([*GIT, "commit", "-qm", "repro"], project)
+    return project, log
+
+
+def reset_project(project: Path) -> None:
+    """Back to the last commit: params, dvc.lock and (from the DVC cache) the outputs."""
+    run(["git", "reset", "-q", "--hard"], project)
+    run([sys.executable, "-m", "dvc", "checkout", "--force"], project)

@@ -9,21 +9,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, copy_project, run
+from tests.conftest import ROOT, run
 
 STAGES = ("prepare", "baseline", "augment", "loss", "prune", "finetune", "export", "report")
 SECTIONS = ("## Speed", "## Pruning", "## Training curves", "## Test predictions", "## Export")
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    """A git + DVC copy of the project with configs/tiny.yaml applied."""
-    return copy_project(tmp_path_factory.mktemp("project"))
+@pytest.fixture
+def project(tiny_project) -> Path:
+    return tiny_project[0]
 
 
 @pytest.mark.slow
-def test_dvc_repro_runs_end_to_end_then_does_nothing(project: Path):
-    first = run([sys.executable, "-m", "dvc", "repro"], project)
+def test_dvc_repro_runs_end_to_end_then_does_nothing(tiny_project):
+    project, first = tiny_project
     pruning = [f"{stage}@{method}-0.5" for stage in ("prune", "finetune") for method in ("hqs_l0", "magnitude")]
     for stage in ("prepare", "baseline", "augment", "loss", *pruning, "export", "report"):
         assert f"Running stage '{stage}'" in first

@@ -1,11 +1,20 @@
-"""Reproducibility: the same params and seed give identical weights and metrics on the CPU."""
+"""Reproducibility: the same params and seed give identical weights and metrics on the CPU;
+dvc.lock and the DVC cache bring back any earlier compressed model."""
 
 from __future__ import annotations
 
+import json
+import sys
+
+import pytest
 import torch
+import yaml
 
 from pipeline.config import ModelCfg, TrainCfg, TrainerCfg
 from pipeline.train import fit
+from tests.conftest import reset_project, run
+
+DVC = [sys.executable, "-m", "dvc"]
 
 
 def _fit(params, data, logs, seed):
@@ -23,3 +32,29 @@ def test_same_seed_same_weights_and_metrics_other_seed_differs(tiny_data, params
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     # control: the comparison can fail (another seed draws other crops and initial weights)
     assert not all(torch.equal(weights[0][k], weights[2][k]) for k in weights[0])
+
+
+@pytest.mark.slow
+def test_a_stage_run_twice_gives_identical_outputs_and_dvc_checkout_restores_an_earlier_model(tiny_project):
+    project, _ = tiny_project
+    reset_project(project)
+    final = project / "checkpoints" / "final" / "hqs_l0-0.5"
+    report = project / "reports" / "finetune" / "hqs_l0-0.5.json"
+    committed = (final / "model.pt").read_bytes(), json.loads(report.read_text())
+    try:
+        run([*DVC, "repro", "--force", "finetune@hqs_l0-0.5"], project)  # the same params and seed again
+        assert json.loads(report.read_text()) == committed[1]  # every metric: latency is not among them
+        assert (final / "model.pt").read_bytes() == committed[0]
+        params = yaml.safe_load((project / "params.yaml").read_text())
+        params["finetune"]["lr"] = 0.01
+        (project / "params.yaml").write_text(yaml.safe_dump(params))
+        run([*DVC, "repro", "finetune@hqs_l0-0.5"], project)
+        assert (final / "model.pt").read_bytes() != committed[0]  # control: another model now
+        # the way back to any commit: git brings params, dvc.lock and the small metrics files,
+        # DVC the cached models (dvc.lock was staged by DVC's autostage: checkout from HEAD)
+        run(["git", "checkout", "-q", "HEAD", "--", "."], project)
+        run([*DVC, "checkout"], project)
+        assert (final / "model.pt").read_bytes() == committed[0]
+        assert "up to date" in run([*DVC, "status"], project)
+    finally:
+        reset_project(project)
