@@ -36,7 +36,8 @@ _DECODE_ERRORS = (
 )
 _MAT_BUDGET = 256 * 2**20  # bytes, file and inflated data: a 16k x 16k mask still fits
 _SIXTEEN_BIT = ("I", "I;16", "I;16B", "I;16L", "I;16N")
-_TIFF_HINT = "; 16-bit or float colour TIFFs and TIFFs of 5+ bands are read by the geotiff source only"
+_TIFF_HINT = ("corrupt or truncated TIFF, or a kind Pillow cannot read (16-bit or float colour, 5+ bands): "
+              "the geotiff source reads those")
 
 
 def read_rgb(path: Path | str) -> np.ndarray:
@@ -74,8 +75,9 @@ def _decode_rgb(f: BinaryIO, origin: Path | str) -> np.ndarray:
         raise
     except UnidentifiedImageError:  # its message only repeats the file object's repr
         f.seek(0)
-        hint = _TIFF_HINT if f.read(4) in (b"II*\0", b"MM\0*") else ""
-        raise DataError(origin, f"cannot decode image (unknown format or corrupt header{hint})") from None
+        tiff = f.read(4) in (b"II*\0", b"MM\0*")
+        raise DataError(origin, f"cannot decode image ({_TIFF_HINT if tiff else 'unknown format or corrupt header'})") \
+            from None
     except _DECODE_ERRORS as err:
         raise DataError(origin, f"cannot decode image ({one_line(err)})") from None
 

@@ -59,7 +59,10 @@ def _open(path: Path) -> Iterator[rasterio.DatasetReader]:
         with rasterio.open(path) as src:
             yield src
     except (RasterioError, CPLE_BaseError, OSError) as err:
-        raise DataError(path, f"cannot read raster ({one_line(err)})") from None
+        detail: BaseException = err
+        while "previous exception" in str(detail) and detail.__cause__ is not None:
+            detail = detail.__cause__  # rasterio: "Read failed. See previous exception for details."
+        raise DataError(path, f"cannot read raster ({one_line(detail)})") from None
 
 
 def _offsets(length: int, tile: int, stride: int) -> list[int]:
