@@ -1,4 +1,5 @@
-"""GeotiffSource: tiling by region, geo metadata, pixel content, nodata, and bad files."""
+"""GeotiffSource: tiling by region, geo metadata, pixel content, the stretch of a big scene.
+Nodata/NaN, 16-bit/4-band handling and bad files: tests/reliability/test_bad_*.py."""
 
 from __future__ import annotations
 
@@ -13,25 +14,14 @@ import rasterio
 from rasterio.transform import from_origin
 
 from pipeline.config import GeotiffCfg
-from pipeline.data.sources.base import IGNORE_INDEX
 from pipeline.data.sources.geotiff import GeotiffSource
-from pipeline.errors import DataError, PipelineError
+from pipeline.errors import PipelineError
+from tests.builders import write_raster
 
 W, H = 300, 260  # not multiples of region/tile size, so edge handling is exercised
 CRS = "EPSG:32633"
 TRANSFORM = from_origin(500_000.0, 6_000_000.0, 0.5, 0.5)
 CFG = GeotiffCfg(tile_size=64, overlap=16, region_size=128)
-
-
-def write_raster(path: Path, data: np.ndarray, transform=TRANSFORM, crs=CRS, nodata=None) -> Path:
-    """Write a (bands, H, W) array as a GeoTIFF."""
-    bands, height, width = data.shape
-    with rasterio.open(
-        path, "w", driver="GTiff", width=width, height=height, count=bands, dtype=data.dtype,
-        crs=crs, transform=transform, nodata=nodata,
-    ) as dst:
-        dst.write(data)
-    return path
 
 
 def make_arrays(seed: int = 0, bands: int = 3, dtype=np.uint8) -> tuple[np.ndarray, np.ndarray]:
@@ -115,114 +105,6 @@ def test_tile_pixels_equal_the_written_arrays(scene):
         assert sample.image.dtype == np.uint8 and sample.image.shape == (h, w, 3)
         np.testing.assert_array_equal(sample.image, image[:, row:row + h, col:col + w].transpose(1, 2, 0))
         np.testing.assert_array_equal(sample.mask, mask[0, row:row + h, col:col + w])
-
-
-def test_nodata_value_becomes_ignore_and_black(tmp_path):
-    image, mask = make_arrays()
-    image[:, 10:40, 20:70] = 0  # nodata block, fully inside tile r0c0_0_0
-    mask[0, 10:20, 20:30] = 7  # junk labels under nodata are ignored, not an error
-    write_raster(tmp_path / "scene.tif", image, nodata=0)
-    write_raster(tmp_path / "mask.tif", mask)
-    sample = GeotiffSource(tmp_path, CFG).load("r0c0_0_0")
-    hole = np.zeros((64, 64), bool)
-    hole[10:40, 20:64] = True
-    assert (sample.mask[hole] == IGNORE_INDEX).all()
-    assert (sample.image[hole] == 0).all()
-    # positive control: outside the hole the tile is untouched
-    np.testing.assert_array_equal(sample.mask[~hole], mask[0, :64, :64][~hole])
-    np.testing.assert_array_equal(sample.image[~hole], image[:, :64, :64].transpose(1, 2, 0)[~hole])
-
-
-def test_nan_in_float_scene_becomes_ignore(tmp_path):
-    image, mask = make_arrays(dtype=np.float32)
-    image[1, 5:9, 5:9] = np.nan  # one band NaN is enough to void the pixel
-    write_raster(tmp_path / "scene.tif", image)
-    write_raster(tmp_path / "mask.tif", mask)
-    sample = GeotiffSource(tmp_path, CFG).load("r0c0_0_0")
-    assert (sample.mask[5:9, 5:9] == IGNORE_INDEX).all()
-    assert (sample.image[5:9, 5:9] == 0).all()
-    assert sample.image[20:, 20:].max() > 0
-
-
-def test_16bit_four_band_scene_uses_one_scene_wide_stretch(tmp_path):
-    image, mask = make_arrays(bands=4, dtype=np.uint16)
-    image[3] = 60_000  # the 4th band (e.g. NIR) must not be used
-    write_raster(tmp_path / "scene.tif", image)
-    write_raster(tmp_path / "mask.tif", mask)
-    src = GeotiffSource(tmp_path, CFG)
-    keys = src.keys()
-    samples = [src.load(k) for k in keys]
-    lo, hi = np.percentile(image[:3].reshape(3, -1), [2, 98], axis=1)
-    np.testing.assert_allclose(samples[0].meta["stretch"], np.stack([lo, hi], axis=1))
-    for s in samples:
-        col, row, w, h = s.meta["window"]
-        raw = image[:3, row:row + h, col:col + w].astype(float).transpose(1, 2, 0)
-        expected = np.clip(np.rint((raw - lo) / (hi - lo) * 255), 0, 255)
-        np.testing.assert_array_equal(s.image, expected.astype(np.uint8))
-        assert s.meta["stretch"] == samples[0].meta["stretch"]
-    assert min(s.image.min() for s in samples) == 0 and max(s.image.max() for s in samples) == 255
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "shape", "what"),
-    [
-        ({"transform": from_origin(500_010.0, 6_000_000.0, 0.5, 0.5)}, (1, H, W), "transform"),
-        ({"crs": "EPSG:32634"}, (1, H, W), "CRS"),
-        ({}, (1, H, W - 1), "size"),
-        ({}, (2, H, W), "1 band"),
-    ],
-)
-def test_mask_not_on_the_scene_grid_is_a_data_error(tmp_path, kwargs, shape, what):
-    image, _ = make_arrays()
-    write_raster(tmp_path / "scene.tif", image)
-    write_raster(tmp_path / "mask.tif", np.zeros(shape, np.uint8), **kwargs)
-    with pytest.raises(DataError, match=what) as err:
-        GeotiffSource(tmp_path, CFG)
-    assert err.value.path.endswith("mask.tif")
-
-
-def test_mask_values_outside_the_classes_name_the_mask(scene):
-    root, _, mask = scene
-    mask[0, 0, 0] = 7
-    write_raster(root / "mask.tif", mask)
-    with pytest.raises(DataError, match=r"\[7\]") as err:
-        GeotiffSource(root, CFG).load("r0c0_0_0")
-    assert err.value.path.endswith("mask.tif")
-
-
-@pytest.mark.parametrize("keep", [100, 0.5])
-def test_truncated_scene_is_a_data_error_naming_it(scene, keep):
-    root = scene[0]
-    data = (root / "scene.tif").read_bytes()
-    GeotiffSource(root, CFG).load("r1c1_2_2")  # positive control: intact file reads
-    (root / "scene.tif").write_bytes(data[: int(keep if keep > 1 else len(data) * keep)])
-    with pytest.raises(DataError) as err:
-        src = GeotiffSource(root, CFG)
-        keys = src.keys()
-        for key in keys:
-            src.load(key)
-    assert err.value.path.endswith("scene.tif")
-
-
-def test_missing_or_non_raster_files_are_data_errors(scene):
-    root = scene[0]
-    (root / "mask.tif").write_text("not a tiff")
-    with pytest.raises(DataError, match="cannot read") as err:
-        GeotiffSource(root, CFG)
-    assert err.value.path.endswith("mask.tif")
-    with pytest.raises(DataError, match="cannot read"):
-        GeotiffSource(root, CFG.model_copy(update={"image": "absent.tif"}))
-
-
-def test_too_few_bands_and_too_small_scene(tmp_path):
-    write_raster(tmp_path / "scene.tif", np.ones((2, H, W), np.uint8))
-    write_raster(tmp_path / "mask.tif", np.zeros((1, H, W), np.uint8))
-    with pytest.raises(DataError, match="3 bands"):
-        GeotiffSource(tmp_path, CFG)
-    write_raster(tmp_path / "scene.tif", np.ones((3, 60, 200), np.uint8))
-    write_raster(tmp_path / "mask.tif", np.zeros((1, 60, 200), np.uint8))
-    with pytest.raises(DataError, match="no 64px tile"):
-        GeotiffSource(tmp_path, CFG)
 
 
 def test_inconsistent_tiling_config_is_rejected(scene):

@@ -97,6 +97,8 @@ def prepare(cfg: PrepareCfg, base: BaseCfg, out: Path) -> dict[str, Any]:
             for kind in ("images", "masks"):
                 (tmp / split / kind).mkdir(parents=True)
         entries, skipped = _write_all(source, split_of, cfg.skip_bad, base.towers, tmp)
+        if split_of and not entries:
+            raise DataError(cfg.root, f"all {len(skipped)} items were skipped as bad; nothing to prepare")
         manifest = _manifest(cfg, base, entries, skipped, unassigned=len(keys) - len(split_of))
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
         shutil.rmtree(out, ignore_errors=True)
@@ -108,7 +110,8 @@ def prepare(cfg: PrepareCfg, base: BaseCfg, out: Path) -> dict[str, Any]:
 
 def _write_all(source: Source, split_of: dict[str, str], skip_bad: bool, towers: bool, tmp: Path):
     entries, skipped = [], []
-    for key in tqdm(sorted(split_of), desc="prepare", unit="img"):
+    # disable=None: no bar when stderr is not a terminal (CI logs, a captured error line)
+    for key in tqdm(sorted(split_of), desc="prepare", unit="img", disable=None):
         try:
             sample = source.load(key)
         except DataError as err:
@@ -127,6 +130,10 @@ def _write_all(source: Source, split_of: dict[str, str], skip_bad: bool, towers:
 
 def _manifest(cfg: PrepareCfg, base: BaseCfg, entries, skipped, unassigned: int) -> dict[str, Any]:
     splits = {split: summarise([e for e in entries if e["split"] == split]) for split in SPLITS}
+    empty = [e["name"] for e in entries if not (e["pixels"].get("line") or e["pixels"].get("tower"))]
+    if empty:
+        log.warning("%d of %d masks have no line or tower pixel (kept, counted in the manifest)",
+                    len(empty), len(entries))
     return {
         "source": cfg.source,
         "root": cfg.root,
@@ -135,6 +142,9 @@ def _manifest(cfg: PrepareCfg, base: BaseCfg, entries, skipped, unassigned: int)
         "ignore_index": base.ignore_index,
         "splits": splits,
         "skipped": {"count": len(skipped), "errors": skipped},
+        # kept on purpose (they teach "no line here"), but counted: many of them hint at a
+        # wrong prepare.folder.mask_values mapping
+        "empty_masks": {"count": len(empty), "names": empty},
         "unassigned": unassigned,
         "files": entries,
     }

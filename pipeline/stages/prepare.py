@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> None:
         args.metrics.parent.mkdir(parents=True, exist_ok=True)
         summary = {k: manifest[k] for k in ("source", "seed", "splits")}
         summary["skipped"] = manifest["skipped"]["count"]
+        summary["empty_masks"] = manifest["empty_masks"]["count"]  # no line/tower pixel: kept
         args.metrics.write_text(json.dumps(summary, indent=1))
         for split, figures in manifest["splits"].items():
             print(f"{split}: {figures['images']} images, line pixels {figures['fractions']['line']:.3%}")

@@ -12,13 +12,14 @@ import io
 import itertools
 import math
 import struct
+import warnings
 import zlib
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 import scipy.io
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from pipeline.errors import DataError, one_line
 
@@ -35,15 +36,20 @@ _DECODE_ERRORS = (
 )
 _MAT_BUDGET = 256 * 2**20  # bytes, file and inflated data: a 16k x 16k mask still fits
 _SIXTEEN_BIT = ("I", "I;16", "I;16B", "I;16L", "I;16N")
+_TIFF_HINT = ("corrupt or truncated TIFF, or a kind Pillow cannot read (16-bit or float colour, 5+ bands): "
+              "the geotiff source reads those")
 
 
 def read_rgb(path: Path | str) -> np.ndarray:
     """Read an image file as HxWx3 uint8 RGB.
 
-    Grayscale is replicated to 3 channels, alpha is dropped (RGBA, LA), palette and
-    CMYK/YCbCr are converted to RGB, 16-bit grayscale is scaled to 8 bits by /257
-    (rounded). 16-bit RGB PNGs are reduced by Pillow itself to their high byte (/256,
-    at most one level away from /257). Multi-frame files yield their first frame.
+    Grayscale is replicated to 3 channels, alpha is dropped (RGBA, LA; also a 4-band
+    8-bit TIFF, whose 4th band Pillow reads as alpha), palette and CMYK/YCbCr are
+    converted to RGB, 16-bit grayscale is scaled to 8 bits by /257 (rounded). 16-bit RGB
+    PNGs are reduced by Pillow itself to their high byte (/256, at most one level away
+    from /257). Refused with a DataError: float images, 16-bit or float colour TIFFs and
+    TIFFs of 5+ bands (Pillow cannot read them; the geotiff source can). Multi-frame
+    files yield their first frame.
     """
     try:
         with Path(path).open("rb") as f:
@@ -59,12 +65,19 @@ def decode_rgb(data: bytes, origin: Path | str) -> np.ndarray:
 
 def _decode_rgb(f: BinaryIO, origin: Path | str) -> np.ndarray:
     try:
-        with Image.open(f) as img:
+        # Pillow warns (UserWarning) about corrupt EXIF/TIFF tags it then skips: noise
+        # beside the one-line error or the good pixels; DecompressionBombWarning still shows
+        with warnings.catch_warnings(action="ignore", category=UserWarning), Image.open(f) as img:
             img.load()  # decode now, so truncated files fail here and not later
             # no ImageOps.exif_transpose: masks are drawn on the stored pixels (see top)
             return _to_rgb(img, origin)
     except DataError:
         raise
+    except UnidentifiedImageError:  # its message only repeats the file object's repr
+        f.seek(0)
+        tiff = f.read(4) in (b"II*\0", b"MM\0*")
+        raise DataError(origin, f"cannot decode image ({_TIFF_HINT if tiff else 'unknown format or corrupt header'})") \
+            from None
     except _DECODE_ERRORS as err:
         raise DataError(origin, f"cannot decode image ({one_line(err)})") from None
 
@@ -83,7 +96,8 @@ def _to_rgb(img: Image.Image, origin: Path | str) -> np.ndarray:
         return np.ascontiguousarray(np.asarray(img.convert("RGBA"))[:, :, :3])
     if mode in ("RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"):
         return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
-    raise DataError(origin, f"unsupported image mode {mode!r}")
+    hint = "; float images are not read here: use the geotiff source" if mode == "F" else ""
+    raise DataError(origin, f"unsupported image mode {mode!r}{hint}")
 
 
 def _sixteen_bit(img: Image.Image, origin: Path | str) -> np.ndarray:
@@ -110,6 +124,8 @@ def read_label_png(path: Path | str) -> np.ndarray:
             return _to_labels(img, path)
     except DataError:
         raise
+    except UnidentifiedImageError:
+        raise DataError(path, "cannot decode label PNG (unknown format or corrupt header)") from None
     except _DECODE_ERRORS as err:
         raise DataError(path, f"cannot decode label PNG ({one_line(err)})") from None
 

@@ -46,7 +46,7 @@ from pipeline.data.sources.base import (
     Sample,
     validate_sample,
 )
-from pipeline.errors import DataError, PipelineError
+from pipeline.errors import DataError, PipelineError, one_line
 
 RGB = [1, 2, 3]
 _STRETCH_SAMPLE = 1024  # px per side of the decimated read behind the percentile stretch
@@ -59,7 +59,10 @@ def _open(path: Path) -> Iterator[rasterio.DatasetReader]:
         with rasterio.open(path) as src:
             yield src
     except (RasterioError, CPLE_BaseError, OSError) as err:
-        raise DataError(path, f"cannot read raster ({err})") from err
+        detail: BaseException = err
+        while "previous exception" in str(detail) and detail.__cause__ is not None:
+            detail = detail.__cause__  # rasterio: "Read failed. See previous exception for details."
+        raise DataError(path, f"cannot read raster ({one_line(detail)})") from None
 
 
 def _offsets(length: int, tile: int, stride: int) -> list[int]:
