@@ -128,7 +128,10 @@ class _Writers:
     def close(self) -> None:
         """Close every file (flushes the last blocks)."""
         for dst in self.files.values():
-            dst.close()
+            try:
+                dst.close()
+            except RASTER_ERRORS as err:
+                raise PipelineError(f"{dst.name}: cannot write GeoTIFF ({one_line(err)})") from None
 
 
 def _predict_windows(predictor: Any, reader: SceneReader, writers: _Writers, cfg: PredictCfg, cut: float,
@@ -190,8 +193,6 @@ def predict_scene(predictor: Any, scene: Path, out: Path, cfg: PredictCfg, thres
     `predictor` is a pipeline.predict.Predictor. Everything is written to hidden temporary
     files in `out` and renamed at the end, so a failure leaves no half-written output.
     Returns the written paths by kind ("mask", "probability", "lines")."""
-    from pipeline.vectorise import vectorise
-
     out.mkdir(parents=True, exist_ok=True)
     targets = output_paths(scene, out, probability, vector)
     tmps = {kind: path.with_name(f".{path.name}.tmp") for kind, path in targets.items()}
@@ -205,6 +206,8 @@ def predict_scene(predictor: Any, scene: Path, out: Path, cfg: PredictCfg, thres
             finally:
                 writers.close()
         if vector:
+            from pipeline.vectorise import vectorise  # scikit-image and shapely only when asked for
+
             vectorise(tmps["mask"], tmps["lines"], cfg.simplify, cfg.min_length, name=targets["lines"].stem)
         for kind, tmp in tmps.items():
             os.replace(tmp, targets[kind])

@@ -257,3 +257,12 @@ def test_cuda_without_a_gpu_is_a_clear_error(models):
         pytest.skip("a GPU is present")
     with pytest.raises(PipelineError, match="smp: --device cuda, but PyTorch sees no CUDA device"):
         Predictor(models["smp"], device="cuda")
+
+
+def test_benchmark_scenes_are_georeferenced_and_hold_lines(tmp_path):
+    from bench.scene import make_scene
+
+    path = make_scene(tmp_path / "scene.tif", 600)
+    with rasterio.open(path) as src:
+        assert (src.width, src.height, src.count) == (600, 600, 3) and src.crs.to_epsg() == 32633
+        assert src.block_shapes[0] == (256, 256) and src.read().std() > 10
