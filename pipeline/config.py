@@ -225,6 +225,39 @@ class ReportCfg(Strict):
     panel_images: int = Field(3, ge=1)  # test images in the prediction panel
 
 
+PAD_MULTIPLE = 32  # windows start on the networks' downsampling grid (smp encoders: stride 32)
+
+
+class PredictCfg(Strict):
+    """Scene (GeoTIFF) inference of `python -m pipeline.predict`; its CLI flags override these."""
+
+    tile: int = Field(512, ge=32)  # window side in px, a multiple of 32
+    overlap: int = Field(128, ge=0)  # px shared by neighbouring windows, a multiple of 32, < tile
+    batch: int = Field(4, ge=1)  # windows per forward pass
+    blend: bool = True  # false: overlaps averaged with flat weights (shows the seams; for tests)
+    bands: list[int] | None = None  # 1-based, 3 (as R, G, B) or 1 (grey); null: 1,2,3 (1 for 1-2 band scenes)
+    scaling: Literal["auto", "percentile", "fixed"] = "auto"  # auto: uint8 as is, other dtypes percentile
+    percentiles: tuple[float, float] = (2.0, 98.0)  # per band, over valid pixels -> 0..255
+    value_range: tuple[float, float] | None = None  # fixed: this range -> 0..255, e.g. [0, 10000]
+    simplify: float = Field(1.0, ge=0)  # --vector: Douglas-Peucker tolerance in px
+    min_length: float = Field(10.0, ge=0)  # --vector: shorter polylines (px) are dropped
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PredictCfg:
+        for key in ("tile", "overlap"):
+            if getattr(self, key) % PAD_MULTIPLE:
+                raise ValueError(f"{key} {getattr(self, key)} must be a multiple of {PAD_MULTIPLE}")
+        if self.overlap >= self.tile:
+            raise ValueError(f"overlap {self.overlap} must be < tile {self.tile}")
+        if self.bands is not None and (len(self.bands) not in (1, 3) or min(self.bands) < 1):
+            raise ValueError(f"bands {self.bands}: give 3 (R, G, B) or 1 band number, counting from 1")
+        if not 0 <= self.percentiles[0] < self.percentiles[1] <= 100:
+            raise ValueError(f"percentiles {list(self.percentiles)} must satisfy 0 <= low < high <= 100")
+        if self.scaling == "fixed" and (self.value_range is None or self.value_range[0] >= self.value_range[1]):
+            raise ValueError("scaling fixed needs value_range [low, high] with low < high")
+        return self
+
+
 class UniqueKeyLoader(yaml.SafeLoader):
     """SafeLoader (no arbitrary tags) that refuses a key given twice in one mapping: plain
     YAML keeps the last one silently, so half of a section would be ignored."""
@@ -291,6 +324,7 @@ SECTIONS: dict[str, type[Strict]] = {
     "base": BaseCfg, "prepare": PrepareCfg, "model": ModelCfg, "train": TrainCfg,
     "trainer": TrainerCfg, "baseline": BaselineCfg, "augment": AugmentCfg, "loss": LossCfg,
     "sweep": SweepCfg, "prune": PruneCfg, "finetune": FinetuneCfg, "export": ExportCfg, "report": ReportCfg,
+    "predict": PredictCfg,
 }
 
 
