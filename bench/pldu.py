@@ -23,20 +23,10 @@ from pydantic import Field
 
 from bench.stats import summarise, write_outputs
 from pipeline.artifact import save_model
-from pipeline.config import (
-    METHODS,
-    SECTIONS,
-    FinetuneCfg,
-    ModelCfg,
-    PruneCfg,
-    Strict,
-    TrainCfg,
-    TrainerCfg,
-    load_params,
-    parse_section,
-)
+from pipeline.config import METHODS, FinetuneCfg, ModelCfg, PruneCfg, Strict, TrainCfg, TrainerCfg
 from pipeline.data.prepare import prepare
 from pipeline.measure import macs_and_params
+from pipeline.params import SECTIONS, load_params, parse_section
 from pipeline.pruning.artifact import PRUNED, save_pruned
 from pipeline.pruning.run import finetune, prune
 from pipeline.report.collect import dvclive_curve

@@ -166,7 +166,8 @@ def _csv(kind: type) -> Any:
 
 def scene_config(params: Path | None, args: argparse.Namespace) -> PredictCfg:
     """The `predict` section of `params` (defaults if None), with the CLI flags given on top."""
-    from pipeline.config import PredictCfg, load_params, parse_section
+    from pipeline.config import PredictCfg
+    from pipeline.params import load_params, parse_section
 
     values = dict(load_params(params).get("predict") or {}) if params else {}
     for key in ("tile", "overlap", "batch", "bands", "scaling", "value_range"):

@@ -13,8 +13,8 @@ from typing import Any
 
 import yaml
 
-from pipeline.config import load_params, validate_params
 from pipeline.errors import PipelineError
+from pipeline.params import load_params, validate_params
 
 
 def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -104,7 +104,8 @@ def fit(model_cfg: ModelCfg, train_cfg: TrainCfg, trainer_cfg: TrainerCfg, data_
         if done is not None:
             log.info("already trained (%d epochs) in %s: replaying its end", done, work)
         elif checkpoint.exists():
-            log.info("resuming after epoch %d from %s", torch.load(checkpoint, weights_only=True, mmap=True)["epoch"], checkpoint)
+            epoch = torch.load(checkpoint, weights_only=True, mmap=True)["epoch"]  # mmap: reads just this
+            log.info("resuming after epoch %d from %s", epoch, checkpoint)
         trainer.fit(module, datamodule=data, ckpt_path=checkpoint if checkpoint.exists() else None, weights_only=True)
         if not trainer.is_global_zero:
             return None
@@ -114,7 +115,8 @@ def fit(model_cfg: ModelCfg, train_cfg: TrainCfg, trainer_cfg: TrainerCfg, data_
         if (work / BEST).exists() and not keep_last:  # safe loading: the checkpoint holds tensors and plain values
             state = torch.load(work / BEST, map_location="cpu", weights_only=True)
             module.load_state_dict(state["state_dict"])
-        shutil.copytree(work / "dvclive", log_dir, dirs_exist_ok=True)
+        if (work / "dvclive").exists():  # fast_dev_run logs nothing
+            shutil.copytree(work / "dvclive", log_dir, dirs_exist_ok=True)
     return evaluate(module, data, trainer_cfg)
 
 

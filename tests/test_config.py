@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import load_params, validate_params
 from pipeline.errors import PipelineError
+from pipeline.params import load_params, validate_params
 from pipeline.preset import apply_preset, merge
 from tests.conftest import ROOT
 

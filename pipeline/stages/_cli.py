@@ -86,7 +86,7 @@ def study_main(doc: str, stage: str, train_for: Callable, defaults: dict[str, st
     """main() of a study stage (augment, loss): train the input model further with each
     option of `params[stage]`, keep the best; `train_for(train, cfg, name)` makes an
     option's TrainCfg."""
-    from pipeline.config import load_sections
+    from pipeline.params import load_sections
     from pipeline.plots import study_bars
     from pipeline.study import continue_study, write_json
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.config import ModelCfg, load_sections, parse_section
+from pipeline.config import ModelCfg
+from pipeline.params import load_sections, parse_section
 from pipeline.plots import iou_vs_gmacs
 from pipeline.stages._cli import add_resume, parser, resume_store, run
 from pipeline.study import Variant, run_study, write_json

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import load_sections
 from pipeline.data.datamodule import PreparedSplit, eval_transform, pad_collate
 from pipeline.export import check_export, export_onnx
+from pipeline.params import load_sections
 from pipeline.pruning.artifact import load_pruned
 from pipeline.stages._cli import add_paths, parser, run
 from pipeline.study import write_json

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipeline.config import load_sections
 from pipeline.data.prepare import prepare
+from pipeline.params import load_sections
 from pipeline.stages._cli import parser, run
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from dvclive import Live
 
-from pipeline.config import METHODS, load_sections
+from pipeline.config import METHODS
 from pipeline.errors import PipelineError
+from pipeline.params import load_sections
 from pipeline.pruning.artifact import PRUNED, save_pruned
 from pipeline.pruning.run import prune
 from pipeline.stages._cli import add_paths, add_resume, parser, resume_store, run

@@ -14,8 +14,9 @@ import tempfile
 from pathlib import Path
 
 from pipeline.artifact import load_meta, save_model
-from pipeline.config import ModelCfg, load_sections
+from pipeline.config import ModelCfg
 from pipeline.models import create_model
+from pipeline.params import load_sections
 from pipeline.plots import template_histograms
 from pipeline.pruning.artifact import load_pruned
 from pipeline.report.collect import curves, evaluation_size, gather, model_rows, read_json

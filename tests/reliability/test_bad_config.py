@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import PrepareCfg, TrainCfg, load_params, load_sections, parse_section, validate_params
+from pipeline.config import PrepareCfg, TrainCfg
 from pipeline.errors import PipelineError
+from pipeline.params import load_params, load_sections, parse_section, validate_params
 from tests.builders import refused
 from tests.conftest import ROOT
 

@@ -13,13 +13,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.config import SECTIONS, FolderCfg, GeotiffCfg, TtplaCfg, load_sections
+from pipeline.config import FolderCfg, GeotiffCfg, TtplaCfg
 from pipeline.data.sources.base import ALLOWED_LABELS
 from pipeline.data.sources.files import decode_rgb, read_label_png, read_mat_boundaries, read_rgb
 from pipeline.data.sources.folder import FolderSource
 from pipeline.data.sources.geotiff import GeotiffSource
 from pipeline.data.sources.ttpla import TtplaSource
 from pipeline.errors import DataError, PipelineError
+from pipeline.params import SECTIONS, load_sections
 from tests.builders import encode, labelme, line_mask, mat_bytes, rgb_array, shape, write, write_raster
 from tests.conftest import ROOT
 

@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from pipeline.artifact import load_weights, save_model
-from pipeline.config import ModelCfg, load_params
+from pipeline.config import ModelCfg
 from pipeline.errors import PipelineError
 from pipeline.models import create_model
+from pipeline.params import load_params
 from tests.conftest import ROOT
 
 CODE = [p for folder in ("pipeline", "bench", "deploy") for p in (ROOT / folder).rglob("*.py")]
