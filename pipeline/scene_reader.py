@@ -5,15 +5,14 @@ band is masked (nodata value, internal mask, alpha band) or not finite; its pixe
 set to 0, as the geotiff training source does.
 
 Radiometry (PredictCfg.scaling): auto keeps uint8 bands and stretches other dtypes per
-band from their percentiles (computed once, on a nearest-neighbour decimated read of at
-most _STRETCH_SAMPLE px per side, valid pixels only: the geotiff training source's rule);
+band from their percentiles (computed once per scene by the geotiff training source's
+band_percentiles, on valid pixels of a decimated read, and applied by its stretch_to_uint8);
 percentile does so for uint8 too; fixed maps value_range to 0..255 for every band. A
 single band is replicated to RGB, as read_rgb does for grey images.
 """
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,16 +22,15 @@ from typing import Any
 import numpy as np
 import rasterio
 from rasterio._err import CPLE_BaseError  # GDAL errors not wrapped as RasterioError
-from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
 from pipeline.config import PredictCfg
+from pipeline.data.sources.geotiff import band_percentiles, stretch_to_uint8
 from pipeline.errors import DataError, PipelineError, one_line
 
 SCENE_SUFFIXES = (".tif", ".tiff")
 RASTER_ERRORS = (RasterioError, CPLE_BaseError, OSError)
-_STRETCH_SAMPLE = 1024  # px per side of the decimated read behind the percentile stretch
 
 
 def is_scene(path: Path) -> bool:
@@ -75,18 +73,7 @@ class SceneReader:
         if cfg.scaling == "fixed":
             self.stretch = np.array([cfg.value_range] * len(bands), np.float64)
         elif cfg.scaling == "percentile" or dtypes != {"uint8"}:
-            self.stretch = self._percentiles(cfg.percentiles)
-
-    def _percentiles(self, percentiles: tuple[float, float]) -> np.ndarray:
-        """Per-band percentiles of valid pixels of a decimated read of the whole scene."""
-        factor = max(1, math.ceil(max(self.src.width, self.src.height) / _STRETCH_SAMPLE))
-        shape = (len(self.bands), math.ceil(self.src.height / factor), math.ceil(self.src.width / factor))
-        data = self.src.read(self.bands, out_shape=shape, resampling=Resampling.nearest).astype(np.float64)
-        valid = (self.src.read_masks(self.bands, out_shape=shape, resampling=Resampling.nearest) > 0).all(axis=0)
-        valid &= np.isfinite(data).all(axis=0)
-        if not valid.any():
-            raise DataError(self.path, "scene has no valid (non-nodata) pixel")
-        return np.array([np.percentile(band[valid], percentiles) for band in data])
+            self.stretch = band_percentiles(src, bands, cfg.percentiles, path)
 
     def read(self, y0: int, x0: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
         """The window clipped to the scene: (h, w, 3) uint8 RGB and (h, w) validity."""
@@ -95,16 +82,8 @@ class SceneReader:
         valid = (self.src.read_masks(self.bands, window=window) > 0).all(axis=0)
         if raw.dtype.kind == "f":
             valid &= np.isfinite(raw).all(axis=0)
-        image = raw if self.stretch is None else self._to_uint8(raw)
+        image = raw if self.stretch is None else stretch_to_uint8(raw, self.stretch)
         image = np.where(valid, image, 0).astype(np.uint8)
         if len(self.bands) == 1:  # grey, replicated as read_rgb does for images
             image = np.repeat(image, 3, axis=0)
         return image.transpose(1, 2, 0), valid
-
-    def _to_uint8(self, raw: np.ndarray) -> np.ndarray:
-        """Linear stretch of each band's low..high to 0..255 (a flat band maps to 0)."""
-        low, high = self.stretch[:, :1, None], self.stretch[:, 1:, None]
-        span = np.where(high > low, high - low, np.inf)
-        with np.errstate(invalid="ignore"):  # NaN pixels are invalid and zeroed by the caller
-            scaled = (raw.astype(np.float64) - low) / span * 255.0
-        return np.nan_to_num(np.clip(np.rint(scaled), 0, 255)).astype(np.uint8)

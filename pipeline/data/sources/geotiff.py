@@ -95,6 +95,29 @@ def _grid_difference(img: Any, msk: Any) -> str | None:
     return None
 
 
+def band_percentiles(src: Any, bands: list[int], percentiles: tuple[float, float], path: Path) -> np.ndarray:
+    """(bands, 2): per-band low/high percentiles of the valid pixels of the open raster
+    `src`, from a nearest-neighbour read decimated to at most _STRETCH_SAMPLE px per side
+    (one stretch for the whole scene, in bounded memory)."""
+    factor = max(1, math.ceil(max(src.width, src.height) / _STRETCH_SAMPLE))
+    shape = (len(bands), math.ceil(src.height / factor), math.ceil(src.width / factor))
+    data = src.read(bands, out_shape=shape, resampling=Resampling.nearest).astype(np.float64)
+    valid = (src.read_masks(bands, out_shape=shape, resampling=Resampling.nearest) > 0).all(axis=0)
+    valid &= np.isfinite(data).all(axis=0)
+    if not valid.any():
+        raise DataError(path, "scene has no valid (non-nodata) pixel")
+    return np.array([np.percentile(band[valid], percentiles) for band in data])
+
+
+def stretch_to_uint8(raw: np.ndarray, stretch: np.ndarray) -> np.ndarray:
+    """(bands, h, w) -> uint8: each band's low..high (`stretch` rows) linearly to 0..255."""
+    low, high = stretch[:, :1, None], stretch[:, 1:, None]
+    span = np.where(high > low, high - low, np.inf)  # a flat band maps to 0, not a division by zero
+    with np.errstate(invalid="ignore"):  # NaN pixels are invalid: the callers zero them
+        scaled = (raw.astype(np.float64) - low) / span * 255.0
+    return np.nan_to_num(np.clip(np.rint(scaled), 0, 255)).astype(np.uint8)
+
+
 class GeotiffSource:
     """Tiles of one GeoTIFF scene; keys are '<region>_<row>_<col>', grouped by region."""
 
@@ -172,12 +195,12 @@ class GeotiffSource:
             raw = img.read(RGB, window=window)
             valid = (img.read_masks(RGB, window=window) > 0).all(axis=0)
             if self._needs_stretch and self._stretch is None:
-                self._stretch = self._compute_stretch(img)
+                self._stretch = band_percentiles(img, RGB, (2, 98), self.image_path)
         with _open(self.mask_path) as msk:
             labels = msk.read(1, window=window)
         if raw.dtype.kind == "f":
             valid &= np.isfinite(raw).all(axis=0)
-        image = self._to_uint8(raw)
+        image = raw.copy() if self._stretch is None else stretch_to_uint8(raw, self._stretch)
         image[:, ~valid] = 0
         mask = self._labels_to_uint8(labels, valid)
         meta = {
@@ -190,29 +213,6 @@ class GeotiffSource:
         }
         hwc = np.ascontiguousarray(image.transpose(1, 2, 0))
         return validate_sample(Sample(name=key, image=hwc, mask=mask, meta=meta), self.image_path)
-
-    def _compute_stretch(self, img: Any) -> np.ndarray:
-        """Per-band 2nd/98th percentiles of valid pixels from a decimated read of the scene."""
-        factor = max(1, math.ceil(max(img.width, img.height) / _STRETCH_SAMPLE))
-        shape = (3, math.ceil(img.height / factor), math.ceil(img.width / factor))
-        data = img.read(RGB, out_shape=shape, resampling=Resampling.nearest).astype(np.float64)
-        masks = img.read_masks(RGB, out_shape=shape, resampling=Resampling.nearest)
-        valid = (masks > 0).all(axis=0)
-        valid &= np.isfinite(data).all(axis=0)
-        if not valid.any():
-            raise DataError(self.image_path, "scene has no valid (non-nodata) pixel")
-        return np.array([np.percentile(band[valid], [2, 98]) for band in data])
-
-    def _to_uint8(self, raw: np.ndarray) -> np.ndarray:
-        """uint8 stays as is; other dtypes get the scene-wide percentile stretch."""
-        if self._stretch is None:
-            return raw.copy()
-        lo, hi = self._stretch[:, :1, None], self._stretch[:, 1:, None]
-        # a flat band (hi == lo) maps to 0 instead of dividing by zero
-        span = np.where(hi > lo, hi - lo, np.inf)
-        with np.errstate(invalid="ignore"):  # NaN pixels are zeroed by the caller
-            scaled = (raw.astype(np.float64) - lo) / span * 255.0
-        return np.nan_to_num(np.clip(np.rint(scaled), 0, 255)).astype(np.uint8)
 
     def _labels_to_uint8(self, labels: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """Class ids as uint8 with IGNORE_INDEX on scene nodata. Values outside the classes
