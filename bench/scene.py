@@ -67,14 +67,14 @@ def make_scene(path: Path, size: int, seed: int = 0) -> Path:
 
 
 def onnx_of(model: Path, work: Path) -> Path:
-    """The model folder exported to ONNX in `work` (cached)."""
+    """The model folder exported to ONNX in `work`, afresh every run (a cached file would
+    outlive a retrained model of the same name)."""
     from pipeline.export import export_onnx
     from pipeline.pruning.artifact import load_pruned
 
     path = work / f"{model.name}.onnx"
-    if not path.exists():
-        net, meta = load_pruned(model)
-        export_onnx(net, meta, path, 256, 256)
+    net, meta = load_pruned(model)
+    export_onnx(net, meta, path, 256, 256)
     return path
 
 

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+PAD_MULTIPLE = 32  # every smp encoder downsamples by at most 32: inputs (and scene windows) align to it
+
 
 class Strict(BaseModel):
     """Unknown keys are errors: a misspelt option must not be silently ignored."""
@@ -220,9 +222,6 @@ class ReportCfg(Strict):
     warmup: int = Field(3, ge=0)
     rounds: int = Field(20, ge=3)
     panel_images: int = Field(3, ge=1)  # test images in the prediction panel
-
-
-PAD_MULTIPLE = 32  # windows start on the networks' downsampling grid (smp encoders: stride 32)
 
 
 class PredictCfg(Strict):

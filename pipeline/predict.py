@@ -28,20 +28,17 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
+from pipeline.config import PAD_MULTIPLE, PredictCfg
 from pipeline.data.sources.files import read_rgb
 from pipeline.errors import PipelineError, one_line
 
-if TYPE_CHECKING:
-    from pipeline.config import PredictCfg
-
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
-PAD_MULTIPLE = 32  # as in pipeline.data.datamodule, which would import torch and Lightning here
 
 
 def line_probability(logits: np.ndarray) -> np.ndarray:
@@ -166,7 +163,6 @@ def _csv(kind: type) -> Any:
 
 def scene_config(params: Path | None, args: argparse.Namespace) -> PredictCfg:
     """The `predict` section of `params` (defaults if None), with the CLI flags given on top."""
-    from pipeline.config import PredictCfg
     from pipeline.params import load_params, parse_section
 
     values = dict(load_params(params).get("predict") or {}) if params else {}

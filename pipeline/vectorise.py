@@ -17,7 +17,9 @@ than about the margin may differ slightly at a tile border.
 Tracing: pixels are 8-connected, but a diagonal step is only taken when neither pixel
 of the corner it cuts is on the skeleton, so staircase corners do not look like
 junctions. Pixels with other than two neighbours are nodes (ends, junctions); a polyline
-runs from node to node, and closed loops without nodes are traced on their own.
+runs from node to node, and closed loops without nodes are traced on their own. (skan
+traces skeletons too, but needs numba and pandas, and JIT-compiles on first use: too
+much for these 60 lines.)
 """
 
 from __future__ import annotations

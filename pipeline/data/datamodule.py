@@ -15,13 +15,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from pipeline.config import TrainCfg
+from pipeline.config import PAD_MULTIPLE, TrainCfg
 from pipeline.data.sources.base import IGNORE_INDEX, LINE
 from pipeline.errors import PipelineError
 from pipeline.models import NORMALISATION
 from pipeline.resume import epoch_seed
-
-PAD_MULTIPLE = 32  # every smp encoder downsamples by at most 32
 
 
 def build_policy(specs: list[dict[str, Any]]) -> list[A.BasicTransform]:

@@ -93,18 +93,17 @@ class HqsSparsifier(L.Callback):
     def __init__(self, templates: Templates, macs_reduction: float, lr: float, final_stiffness: float) -> None:
         self.args = templates, macs_reduction, lr, final_stiffness
         self.hqs: HqsL0 | None = None
-        self.restored: dict[str, Any] = {}
+
+    def _start(self, steps: int) -> None:
+        templates, macs_reduction, lr, final_stiffness = self.args
+        self.hqs = HqsL0(templates, macs_reduction, steps, lr, final_stiffness=final_stiffness)
+        self.every = max(1, steps // Z_STEPS)
 
     def on_train_start(self, trainer: L.Trainer, *_args) -> None:
-        """The schedule spans the steps this run will take (Lightning knows them by now), or
-        continues the checkpointed one when the run resumes."""
-        templates, macs_reduction, lr, final_stiffness = self.args
-        steps = self.restored.get("steps") or int(trainer.estimated_stepping_batches)
-        self.hqs = HqsL0(templates, macs_reduction, steps, lr, final_stiffness=final_stiffness)
-        for name in ("step", "lam", "fisher", "keep", "z"):
-            if name in self.restored:
-                setattr(self.hqs, name, self.restored[name])
-        self.every = max(1, steps // Z_STEPS)
+        """The schedule spans the steps this run will take (Lightning knows them by now);
+        a resumed run has its schedule from the checkpoint already (load_state_dict)."""
+        if self.hqs is None:
+            self._start(int(trainer.estimated_stepping_batches))
 
     def state_dict(self) -> dict[str, Any]:
         """What a resumed run needs: the schedule's position, λ, the Fisher metric, z."""
@@ -113,7 +112,10 @@ class HqsSparsifier(L.Callback):
                                      "keep": h.keep, "z": h.z}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.restored = state  # applied in on_train_start, once the templates are restored too
+        if state:
+            self._start(state["steps"])
+            for name in ("step", "lam", "fisher", "keep", "z"):
+                setattr(self.hqs, name, state[name])
 
     def on_before_optimizer_step(self, trainer: L.Trainer, *_args) -> None:
         """The task gradient of the templates (the pull is not a gradient term) feeds the metric."""
@@ -126,9 +128,8 @@ class HqsSparsifier(L.Callback):
             self.hqs.z_step()
 
     def keep(self) -> Tensor:
-        """The last z-step's decision (a finished run replayed from its checkpoint trains no
-        step, so Lightning never starts the callback: the restored decision then)."""
-        return self.hqs.keep if self.hqs is not None else self.restored["keep"]
+        """The last z-step's decision."""
+        return self.hqs.keep
 
 
 class PenaltySparsifier(L.Callback):

@@ -10,7 +10,7 @@ from typing import Any
 
 import cv2
 
-from pipeline.data.datamodule import PAD_MULTIPLE
+from pipeline.config import PAD_MULTIPLE
 from pipeline.errors import PipelineError
 
 STUDIES = ("baseline", "augment", "loss")
