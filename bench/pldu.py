@@ -23,11 +23,12 @@ from pydantic import Field
 
 from bench.stats import summarise, write_outputs
 from pipeline.artifact import save_model
-from pipeline.config import METHODS, FinetuneCfg, ModelCfg, PruneCfg, Strict, TrainCfg, TrainerCfg
+from pipeline.config import FinetuneCfg, ModelCfg, PruneCfg, Strict, TrainCfg, TrainerCfg
 from pipeline.data.prepare import prepare
 from pipeline.measure import macs_and_params
 from pipeline.params import SECTIONS, load_params, parse_section
 from pipeline.pruning.artifact import PRUNED, save_pruned
+from pipeline.pruning.registry import method_names
 from pipeline.pruning.run import finetune, prune
 from pipeline.report.collect import dvclive_curve
 from pipeline.scoring import split_counts
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--work", type=Path, default=ROOT / "bench" / "work", help="models and per-run records")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="results folder")
     p.add_argument("--seeds", type=int, nargs="+", help="override bench.seeds")
-    p.add_argument("--methods", nargs="+", choices=METHODS, help="override bench.methods")
+    p.add_argument("--methods", nargs="+", choices=method_names(), help="override bench.methods")
     p.add_argument("--macs-reductions", type=float, nargs="+", help="override bench.macs_reductions")
     args = p.parse_args(argv)
     bench, sections = load_config(args.config)

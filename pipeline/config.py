@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline.errors import PipelineError, did_you_mean
+from pipeline.pruning import registry
 
 PAD_MULTIPLE = 32  # every smp encoder downsamples by at most 32: inputs (and scene windows) align to it
 
@@ -167,18 +170,60 @@ class LossCfg(StudyCfg):
 
 
 class PruneCfg(Strict):
-    """How `prune` sparsifies; the method and the MAC target come from the sweep (dvc.yaml)."""
+    """How `prune` sparsifies; the method and the MAC target come from the sweep (dvc.yaml).
+
+    The keys below are common to every method; each method's own options sit in a block
+    named after it (`hqs_l0: {final_stiffness: 10}`), checked by the options class of the
+    method (pipeline.pruning.registry); a method without a block runs with its defaults."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())  # extras: the method blocks, checked below
 
     # training epochs of the template methods (hqs_l0, l1, l2); one-shot methods get the same
     # number as extra fine-tuning epochs, so every method has the same budget
     epochs: int = Field(3, ge=1)
     lr: float = Field(1e-3, gt=0)  # constant during sparsification: the proximal pull uses it
-    final_stiffness: float = Field(10.0, gt=0)  # ημ at the end: how hard s is pulled onto z
     round_to: int | None = Field(None, ge=1)  # keep channel counts multiples of this (e.g. 8)
     # at most this share of any layer's channels goes: MAC-weighted decisions otherwise empty
     # the costliest (widest, highest-resolution) layers first, which no training recovers from
     max_layer_pruning: float = Field(0.75, gt=0, le=1)
-    penalty_zero: float = Field(0.01, gt=0, lt=1)  # l1/l2: below this × median effective scale counts as removed
+
+    @model_validator(mode="after")
+    def _method_blocks(self) -> PruneCfg:
+        extra = self.model_extra if self.model_extra is not None else {}
+        for name, block in extra.items():
+            extra[name] = _method_block(name, block, [*type(self).model_fields, *registry.method_names()])
+        return self
+
+    def method_options(self, method: str) -> dict[str, Any]:
+        """The options block of `method` (validated), {} when params.yaml has none."""
+        return dict((self.model_extra or {}).get(method) or {})
+
+
+def _method_block(name: str, block: Any, valid: list[str]) -> dict[str, Any]:
+    """`prune.<name>` checked by the method's options class, with the failing key's path."""
+    if name not in registry.METHODS:
+        owners = [m for m in registry.method_names() if name in registry.options_class(m).model_fields]
+        home = f"; it is an option of prune.{owners[0]}" if owners else did_you_mean(str(name), valid)
+        raise _error(name, block, f"unknown key{home} (valid keys: {', '.join(valid)})")
+    options = registry.options_class(name)
+    try:
+        return options.model_validate(block if block is not None else {}).model_dump()
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = (name, *first["loc"])
+        if first["type"] == "extra_forbidden":
+            keys = list(options.model_fields)
+            key = str(first["loc"][-1])
+            raise _error(loc, first["input"], f"unknown key{did_you_mean(key, keys)} (valid keys: "
+                                              f"{', '.join(keys) or 'none'})") from None
+        raise ValidationError.from_exception_data(err.title, [{**first, "loc": loc}]) from None
+
+
+def _error(loc: str | tuple, value: Any, message: str) -> ValidationError:
+    """A ValidationError at `loc`, so that params.py names the key."""
+    loc = loc if isinstance(loc, tuple) else (loc,)
+    return ValidationError.from_exception_data(
+        "PruneCfg", [{"type": "value_error", "loc": loc, "input": value, "ctx": {"error": ValueError(message)}}])
 
 
 class FinetuneCfg(Strict):
@@ -189,14 +234,21 @@ class FinetuneCfg(Strict):
     distill_temperature: float = Field(1.0, gt=0)
 
 
-METHODS = ("hqs_l0", "l1", "l2", "magnitude", "slimming", "random")
-
-
 class SweepCfg(Strict):
     """Lists that dvc.yaml's `matrix` expands into prune and finetune stages."""
 
-    methods: list[Literal[METHODS]] = Field(default_factory=lambda: ["hqs_l0"], min_length=1)
+    methods: list[str] = Field(default_factory=lambda: ["hqs_l0"], min_length=1)  # names in pipeline.pruning.registry
     macs_reductions: list[float] = Field(default_factory=lambda: [0.5], min_length=1)
+
+    @field_validator("methods")
+    @classmethod
+    def _registered(cls, methods: list[str]) -> list[str]:
+        for name in methods:
+            try:
+                registry.check_method(name)
+            except PipelineError as err:  # pydantic reports ValueErrors with the key's path
+                raise ValueError(str(err)) from None
+        return methods
 
     @model_validator(mode="after")
     def _reductions_in_range(self) -> SweepCfg:

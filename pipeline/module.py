@@ -51,11 +51,18 @@ class SegmentationModule(L.LightningModule):
         loss = self.loss(logits, self._target(batch["mask"]))
         if self.teacher is not None:
             distill = self.teacher(batch["image"], logits, batch["mask"])
-            self.log("train/distill", distill, on_epoch=True, sync_dist=True, batch_size=len(batch["mask"]))
+            self._log_train("train/distill", distill, len(batch["mask"]))
             loss = loss + distill
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True,
-                 batch_size=len(batch["mask"]))
+        self._log_train("train/loss", loss, len(batch["mask"]), prog_bar=True)
         return loss
+
+    def _log_train(self, name: str, value: torch.Tensor, batch_size: int, prog_bar: bool = False) -> None:
+        """`<name>_step` as this process sees it and `<name>_epoch` averaged over all processes:
+        the names one on_step + on_epoch log gives, but the all-reduce (a sync under DDP) happens
+        once at the epoch's end instead of every step."""
+        self.log(f"{name}_step", value, on_step=True, on_epoch=False, prog_bar=prog_bar, batch_size=batch_size)
+        self.log(f"{name}_epoch", value, on_step=False, on_epoch=True, prog_bar=prog_bar, sync_dist=True,
+                 batch_size=batch_size)
 
     def _eval_step(self, split: str, batch: dict[str, Any]) -> None:
         logits = self(batch["image"])

@@ -33,21 +33,47 @@ log = logging.getLogger(__name__)
 
 
 class StopOnNonFinite(Callback):
-    """Stop training at the first NaN/inf training loss with a message saying what to change
-    (Lightning would otherwise train on, or stop silently via early stopping)."""
+    """Stop training after a NaN/inf training loss with a message saying what to change
+    (Lightning would otherwise train on, or stop silently via early stopping).
+
+    Each step only records, on the loss's device, the first non-finite loss and its batch;
+    the check reads them at the epoch's last batch, before validation and checkpoints: reading
+    the loss every step would make every step wait for the device (a GPU sync)."""
 
     def __init__(self, kept: Path | None = None) -> None:
         self.kept = kept  # where the last good (epoch-end) checkpoint is, if resuming
+        self.first: torch.Tensor | None = None  # [batch index (-1: none yet), loss] of the first bad step
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.first = None
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if loss is not None and not torch.isfinite(loss).all():
-            kept = (f"; the last good checkpoint (end of epoch {trainer.current_epoch - 1}) is kept in {self.kept}"
-                    if self.kept is not None and (self.kept / LAST).exists() else "")
-            raise PipelineError(f"training loss became {float(loss)} at epoch {trainer.current_epoch}, batch "
-                                f"{batch_idx}: lower train.lr, check the data for bad values, or use "
-                                f"trainer.precision: 32-true{kept}")
+        if loss is not None:  # device ops only (fills, no copies from the host)
+            loss = loss.detach().float().reshape(-1)[0]
+            if self.first is None:
+                self.first = torch.full((2,), -1.0, device=loss.device)
+            new = (self.first[0] < 0) & ~torch.isfinite(loss)
+            self.first = torch.where(new, torch.stack([torch.full_like(loss, batch_idx), loss]), self.first)
+        if batch_idx + 1 >= trainer.num_training_batches:  # the epoch's end: the decision
+            self.check(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.check(trainer)  # a run stopped mid-epoch (max_steps) decides here
+
+    def check(self, trainer: L.Trainer) -> None:
+        """Raise if a non-finite loss was seen this epoch."""
+        if self.first is None:
+            return
+        batch, loss = self.first.tolist()
+        if batch < 0:
+            return
+        kept = (f"; the last good checkpoint (end of epoch {trainer.current_epoch - 1}) is kept in {self.kept}"
+                if self.kept is not None and (self.kept / LAST).exists() else "")
+        raise PipelineError(f"training loss became {loss} at epoch {trainer.current_epoch}, batch "
+                            f"{int(batch)}: lower train.lr, check the data for bad values, or use "
+                            f"trainer.precision: 32-true{kept}")
 
 
 @dataclass

@@ -92,6 +92,22 @@ def lambda_for_target(
     return candidates[hi]
 
 
+def keep_by_score(templates: Templates, score: Tensor, macs_reduction: float) -> Tensor:
+    """Keep the highest-scoring entries, dropping the lowest until the model's MACs fall by
+    `macs_reduction`, within the templates' rules (`Templates.legal`)."""
+    rank = torch.empty(len(score))  # ranks, not values: ties (e.g. BN γ all 1 at init) must not drop together
+    rank[score.argsort(stable=True)] = torch.arange(1, len(score) + 1, dtype=rank.dtype)
+    score = rank
+
+    def legal(keep: Tensor) -> Tensor:
+        return templates.legal(keep, score)
+
+    ones = torch.ones_like(score)  # equal costs and μ = 2: an entry drops once λ reaches score²
+    lam = lambda_for_target(score, ones, 2.0, lambda keep: templates.kept_macs(legal(keep)),
+                            templates.budget(macs_reduction))
+    return legal(hard_threshold(score, ones, lam, 2.0) != 0)
+
+
 class HqsL0:
     """The HQS-L0 regulariser over a model's feature templates, in Torch-Pruning's
     regulariser style: the training loop calls it, it never calls the loop.
@@ -99,6 +115,10 @@ class HqsL0:
     Per optimiser step: `optimizer.step()` then `hqs.proximal(lr)`; every few steps (or
     every epoch) `hqs.z_step()`. At the end, `keep_masks()` goes to `fold_and_remove`.
     Give the templates no weight decay: their size is what the z-step judges.
+
+    Device: the decisions (z-steps) run on the CPU, where the bisection reads values anyway;
+    what every step touches (the Fisher estimate, z per group) stays on the templates' device,
+    so a training step never waits for the host.
     """
 
     def __init__(
@@ -124,6 +144,18 @@ class HqsL0:
         self.z_step()
 
     @property
+    def z(self) -> Tensor:
+        """The auxiliary copy of the templates (CPU), set by the z-step."""
+        return self._z
+
+    @z.setter
+    def z(self, value: Tensor) -> None:
+        """Set z and copy it, per group, to the templates' device once (a decision point)."""
+        self._z = value
+        parts = self.templates.split(value).values()
+        self._z_parts = [z.to(p.device) for p, z in zip(self.templates.scales, parts, strict=True)]
+
+    @property
     def progress(self) -> float:
         """Fraction of the sparsification steps done (1 after the last)."""
         return min(self.step / self.steps, 1.0)
@@ -146,7 +178,8 @@ class HqsL0:
         if self.fisher is None:
             metric = t.neighbour_scale()
         else:
-            metric = (self.fisher / self.fisher.mean().clamp_min(1e-30)).sqrt()
+            fisher = self.fisher.cpu()
+            metric = (fisher / fisher.mean().clamp_min(1e-30)).sqrt()
         score = s.abs() * metric
 
         def legal(keep: Tensor) -> Tensor:  # the templates' rules: none vanishes, rounded, ...
@@ -160,15 +193,17 @@ class HqsL0:
     @torch.no_grad()
     def observe(self, grad: Tensor, decay: float = 0.9) -> None:
         """Fold one step's task gradient w.r.t. the templates into the Fisher estimate."""
-        sq = grad.detach().cpu().double().pow(2)
+        sq = grad.detach().double().pow(2)  # on the gradient's device: no sync per step
         self.fisher = sq if self.fisher is None else decay * self.fisher + (1 - decay) * sq
 
     @torch.no_grad()
     def proximal(self, step_size: float) -> None:
         """After optimizer.step(): pull s towards z with stiffness step_size·μ; one step done."""
         stiffness = step_size * self.mu
-        for param, z in zip(self.templates.scales, self.templates.split(self.z).values(), strict=True):
-            param.copy_(proximal(param, z.to(param.device), stiffness))
+        if self._z_parts[0].device != self.templates.scales[0].device:  # the templates moved since
+            self.z = self._z
+        for param, z in zip(self.templates.scales, self._z_parts, strict=True):
+            param.copy_(proximal(param, z, stiffness))
         self.step += 1
 
     def keep_masks(self) -> dict[str, Tensor]:

@@ -1,4 +1,4 @@
-"""Pruning methods behind one interface, in Torch-Pruning's style.
+"""The registered pruning methods (`registry.py` names them), in Torch-Pruning's style.
 
 Every method ends in the same place: a keep mask over the template entries (one per
 prunable channel group index) that meets the MAC target, which `fold_and_remove` turns into
@@ -6,46 +6,28 @@ a smaller model. They differ in how they get there:
 
 * one-shot criteria score the dense model's channels with a Torch-Pruning `Importance`
   (`magnitude`: group L2 norm of the weights; `slimming`: BatchNorm |γ|; `random`) and
-  drop the lowest scores until the target holds;
+  drop the lowest scores until the target holds (`ImportanceMethod`);
 * template methods train the feature templates for `prune.epochs` first: `hqs_l0` (the
   product's method, hqs_l0.py) or an `l1` / `l2` penalty on the templates, the baselines of
-  the saliency-gap comparison. Their sparsifier is a Lightning callback, hooked after the
-  optimiser step like Torch-Pruning's regularisers.
+  the saliency-gap comparison. Their sparsifier (sparsifiers.py) is a Lightning callback,
+  hooked after the optimiser step like Torch-Pruning's regularisers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import ClassVar
 
-import lightning as L
 import torch
 import torch_pruning as tp
+from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from pipeline.errors import PipelineError
-from pipeline.pruning.hqs_l0 import HqsL0, hard_threshold, lambda_for_target
+from pipeline.pruning.hqs_l0 import keep_by_score
+from pipeline.pruning.method import Method, PruneContext
+from pipeline.pruning.sparsifiers import HqsSparsifier, PenaltySparsifier
 from pipeline.pruning.templates import Templates
 
-Z_STEPS = 20  # decisions per sparsification run: often enough to track s, rare enough to be cheap
-SETTLE = 0.8  # after this share of the steps decisions freeze, so the pull can finish its work
-MAX_SHRINK = 0.05  # l1/l2: λ·lr stays below this (5 % of a unit template per step), or they kill the model
-
-
-def keep_by_score(templates: Templates, score: Tensor, macs_reduction: float) -> Tensor:
-    """Keep the highest-scoring entries, dropping the lowest until the model's MACs fall by
-    `macs_reduction`, within the templates' rules (`Templates.legal`)."""
-    rank = torch.empty(len(score))  # ranks, not values: ties (e.g. BN γ all 1 at init) must not drop together
-    rank[score.argsort(stable=True)] = torch.arange(1, len(score) + 1, dtype=rank.dtype)
-    score = rank
-
-    def legal(keep: Tensor) -> Tensor:
-        return templates.legal(keep, score)
-
-    ones = torch.ones_like(score)  # equal costs and μ = 2: an entry drops once λ reaches score²
-    lam = lambda_for_target(score, ones, 2.0, lambda keep: templates.kept_macs(legal(keep)),
-                            templates.budget(macs_reduction))
-    return legal(hard_threshold(score, ones, lam, 2.0) != 0)
+__all__ = ["HqsSparsifier", "PenaltySparsifier", "keep_by_score"]  # where the stages and tests found them
 
 
 @torch.no_grad()
@@ -79,126 +61,97 @@ class BNScaleImportance(tp.importance.Importance):
         return torch.where(count > 0, total / count.clamp_min(1), torch.inf)
 
 
-ONE_SHOT: dict[str, Callable[[], tp.importance.Importance]] = {
-    "magnitude": lambda: tp.importance.GroupMagnitudeImportance(p=2),
-    "slimming": BNScaleImportance,
-    "random": tp.importance.RandomImportance,
-}
+# --- one-shot -----------------------------------------------------------------------------
 
 
-class HqsSparsifier(L.Callback):
-    """HQS-L0 during training: the proximal pull after every optimiser step, a z-step
-    (λ for the MAC target, exact hard threshold) every few steps until SETTLE."""
+class ImportanceMethod(Method):
+    """One shot: score every entry with a Torch-Pruning importance, drop the lowest."""
 
-    def __init__(self, templates: Templates, macs_reduction: float, lr: float, final_stiffness: float) -> None:
-        self.args = templates, macs_reduction, lr, final_stiffness
-        self.hqs: HqsL0 | None = None
+    def importance(self, ctx: PruneContext) -> tp.importance.Importance:
+        """The criterion, `__call__(group) -> one score per channel of the group`."""
+        raise NotImplementedError
 
-    def _start(self, steps: int) -> None:
-        templates, macs_reduction, lr, final_stiffness = self.args
-        self.hqs = HqsL0(templates, macs_reduction, steps, lr, final_stiffness=final_stiffness)
-        self.every = max(1, steps // Z_STEPS)
-
-    def on_train_start(self, trainer: L.Trainer, *_args) -> None:
-        """The schedule spans the steps this run will take (Lightning knows them by now);
-        a resumed run has its schedule from the checkpoint already (load_state_dict)."""
-        if self.hqs is None:
-            self._start(int(trainer.estimated_stepping_batches))
-
-    def state_dict(self) -> dict[str, Any]:
-        """What a resumed run needs: the schedule's position, λ, the Fisher metric, z."""
-        h = self.hqs
-        return {} if h is None else {"steps": h.steps, "step": h.step, "lam": h.lam, "fisher": h.fisher,
-                                     "keep": h.keep, "z": h.z}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state:
-            self._start(state["steps"])
-            for name in ("step", "lam", "fisher", "keep", "z"):
-                setattr(self.hqs, name, state[name])
-
-    def on_before_optimizer_step(self, trainer: L.Trainer, *_args) -> None:
-        """The task gradient of the templates (the pull is not a gradient term) feeds the metric."""
-        scales = self.hqs.templates.scales
-        self.hqs.observe(torch.cat([p.grad if p.grad is not None else torch.zeros_like(p) for p in scales]))
-
-    def on_train_batch_end(self, trainer: L.Trainer, *_args) -> None:
-        self.hqs.proximal(self.hqs.lr)
-        if self.hqs.step % self.every == 0 and self.hqs.progress < SETTLE:
-            self.hqs.z_step()
-
-    def keep(self) -> Tensor:
-        """The last z-step's decision."""
-        return self.hqs.keep
+    def keep(self, ctx: PruneContext) -> Tensor:
+        scores = importance_scores(ctx.model, ctx.templates, self.importance(ctx))
+        return keep_by_score(ctx.templates, scores, ctx.macs_reduction)
 
 
-class PenaltySparsifier(L.Callback):
-    """An L1 or L2 penalty λ·c_j·|s_j|^p on the templates (c_j the MAC cost, relative to the
-    mean), applied as its own gradient step after the optimiser step, as the HQS pull is, so
-    Adam's normalisation does not blunt either. λ is tuned while training: it grows while the
-    entries with an effective scale below `zero`·median hold less than the MAC target, else shrinks.
-    The L1 step is its proximal form (it stops at zero), the L2 step a plain decay."""
+class MagnitudeMethod(ImportanceMethod):
+    """Group L2 norm of the weights."""
 
-    def __init__(self, templates: Templates, macs_reduction: float, lr: float, p: int,
-                 zero: float = 0.01) -> None:
-        self.templates, self.p, self.lr, self.zero = templates, p, lr, zero
-        self.macs_reduction = macs_reduction
-        self.weight = templates.cost / templates.cost.mean()
-        self.lam = 0.01 / lr  # λ·lr = 1 % of a unit template per step at first: a gentle start
-        self.steps, self.step = 1, 0
-
-    def on_train_start(self, trainer: L.Trainer, *_args) -> None:
-        if not self.step:  # a resumed run keeps its schedule (load_state_dict)
-            self.steps = int(trainer.estimated_stepping_batches)
-        self.every = max(1, self.steps // Z_STEPS)
-
-    def state_dict(self) -> dict[str, Any]:
-        """λ and the schedule's position, for a resumed run."""
-        return {"lam": self.lam, "step": self.step, "steps": self.steps}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.lam, self.step, self.steps = state["lam"], state["step"], state["steps"]
-
-    @torch.no_grad()
-    def on_train_batch_end(self, trainer: L.Trainer, *_args) -> None:
-        for param, weight in zip(self.templates.scales, self.templates.split(self.weight).values(), strict=True):
-            w = (self.lr * self.lam * weight.to(param.device)).clamp(max=0.5)
-            if self.p == 1:  # L1's step stops at zero rather than cross it (soft threshold)
-                param.copy_(param.sign() * (param.abs() - w).clamp_min(0))
-            else:
-                param.mul_(1 - w)
-        self.step += 1
-        if self.step % self.every == 0 and self.step < SETTLE * self.steps:
-            grown = self.lam * (1.5 if self.removed_share() < self.macs_reduction else 1 / 1.5)
-            self.lam = min(grown, MAX_SHRINK / self.lr)
-
-    def removed_share(self) -> float:
-        """Share of the dense MACs held by entries whose effective scale is below `zero` times
-        the median: relative, so shrinking every template alike removes nothing."""
-        t, effective = self.templates, self.templates.effective_scale()
-        return (t.dense_modelled - t.kept_macs(effective >= self.zero * effective.median())) / t.dense_macs
-
-    def keep(self) -> Tensor:
-        """The MAC target met by dropping the smallest effective scales."""
-        return keep_by_score(self.templates, self.templates.effective_scale(), self.macs_reduction)
+    def importance(self, ctx: PruneContext) -> tp.importance.Importance:
+        return tp.importance.GroupMagnitudeImportance(p=2)
 
 
-TRAINED = {"hqs_l0", "l1", "l2"}
+class SlimmingMethod(ImportanceMethod):
+    """Network slimming: BatchNorm |γ|."""
+
+    def importance(self, ctx: PruneContext) -> tp.importance.Importance:
+        return BNScaleImportance()
 
 
-def check_method(name: str) -> str:
-    """`name` if it is a known method, else an error listing the valid ones."""
-    if name not in TRAINED | set(ONE_SHOT):
-        raise PipelineError(f"prune method {name!r} is unknown; valid: {', '.join(sorted(TRAINED | set(ONE_SHOT)))}")
-    return name
+class RandomMethod(ImportanceMethod):
+    """Random scores: the floor every criterion must beat."""
+
+    def importance(self, ctx: PruneContext) -> tp.importance.Importance:
+        return tp.importance.RandomImportance()
 
 
-def create_sparsifier(name: str, templates: Templates, macs_reduction: float, lr: float,
-                      final_stiffness: float, zero: float) -> L.Callback:
-    """The training-time sparsifier of a template method."""
-    if name == "hqs_l0":
-        return HqsSparsifier(templates, macs_reduction, lr, final_stiffness)
-    return PenaltySparsifier(templates, macs_reduction, lr, p=int(check_method(name)[1]), zero=zero)
+# --- template training ----------------------------------------------------------------------
+
+
+class TemplateMethod(Method):
+    """Trains the templates with a sparsifier for `prune.epochs`, then asks it to decide."""
+
+    trains = True
+
+    def __init__(self, options: BaseModel) -> None:
+        super().__init__(options)
+        self.callback: HqsSparsifier | PenaltySparsifier | None = None
+
+    def create(self, ctx: PruneContext) -> HqsSparsifier | PenaltySparsifier:
+        raise NotImplementedError
+
+    def sparsifier(self, ctx: PruneContext) -> HqsSparsifier | PenaltySparsifier:
+        self.callback = self.create(ctx)
+        return self.callback
+
+    def keep(self, ctx: PruneContext) -> Tensor:
+        if self.callback is None:
+            raise RuntimeError(f"{type(self).__name__}: train with its sparsifier before asking what to keep")
+        return self.callback.keep()
+
+
+class HqsL0Method(TemplateMethod):
+    """HQS-L0: an exact L0 MAC penalty by half-quadratic splitting (hqs_l0.py)."""
+
+    class Options(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        final_stiffness: float = Field(10.0, gt=0)  # ημ at the end: how hard s is pulled onto z
+
+    def create(self, ctx: PruneContext) -> HqsSparsifier:
+        return HqsSparsifier(ctx.templates, ctx.macs_reduction, ctx.config.lr, self.options.final_stiffness)
+
+
+class PenaltyOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    zero: float = Field(0.01, gt=0, lt=1)  # effective scale (× the median) counted as removed when tuning λ
+
+
+class L1Method(TemplateMethod):
+    """An L1 penalty on the templates (proximal, stops at zero)."""
+
+    Options = PenaltyOptions
+    p: ClassVar[int] = 1
+
+    def create(self, ctx: PruneContext) -> PenaltySparsifier:
+        return PenaltySparsifier(ctx.templates, ctx.macs_reduction, ctx.config.lr, p=self.p, zero=self.options.zero)
+
+
+class L2Method(L1Method):
+    """An L2 penalty on the templates (a decay)."""
+
+    p = 2
 
 
 def saliency_gap(effective: Tensor, keep: Tensor) -> float:

@@ -16,15 +16,9 @@ from pipeline.losses import Distiller
 from pipeline.measure import macs_and_params
 from pipeline.module import SegmentationModule
 from pipeline.pruning.artifact import PRUNED, load_pruned
-from pipeline.pruning.methods import (
-    ONE_SHOT,
-    TRAINED,
-    check_method,
-    create_sparsifier,
-    importance_scores,
-    keep_by_score,
-    saliency_gap,
-)
+from pipeline.pruning.method import PruneContext, calibration_loader
+from pipeline.pruning.methods import saliency_gap
+from pipeline.pruning.registry import create_method
 from pipeline.pruning.templates import attach_templates, fold_and_remove, removed_channels
 from pipeline.resume import ResumeStore
 from pipeline.train import evaluate, fit
@@ -50,7 +44,7 @@ def prune(dense: Path, data: Path, method: str, macs_reduction: float, cfg: Prun
     Returns (pruned model, its model.json, the stage record), or None on DDP ranks other
     than 0 (they help train, rank 0 writes).
     """
-    check_method(method)
+    chosen = create_method(method, cfg.method_options(method))
     model, meta = load_pruned(dense)
     if meta.get(PRUNED):
         raise PipelineError(f"{dense}: this model is already pruned; prune the dense model it came from")
@@ -62,16 +56,15 @@ def prune(dense: Path, data: Path, method: str, macs_reduction: float, cfg: Prun
     L.seed_everything(seed, workers=True)
     templates = attach_templates(model, torch.zeros(1, 3, size, size))
     templates.round_to, templates.max_removed = cfg.round_to, cfg.max_layer_pruning
-    effective = None
-    if method in TRAINED:
-        sparsifier = create_sparsifier(method, templates, macs_reduction, cfg.lr, cfg.final_stiffness,
-                                       cfg.penalty_zero)
-        if fit(model_cfg, train, trainer, data, logs, seed, num_classes, model=model, callbacks=[sparsifier],
-               keep_last=True, resume=resume, templates=templates) is None:
-            return None
-        keep, effective = sparsifier.keep(), templates.effective_scale()
-    else:
-        keep = keep_by_score(templates, importance_scores(model, templates, ONE_SHOT[method]()), macs_reduction)
+    ctx = PruneContext(model, templates, cfg, chosen.options, macs_reduction,
+                       make_loader=lambda: calibration_loader(data, train, seed))
+    sparsifier = chosen.sparsifier(ctx)
+    if sparsifier is not None and fit(model_cfg, train, trainer, data, logs, seed, num_classes, model=model,
+                                      callbacks=[sparsifier], keep_last=True, resume=resume,
+                                      templates=templates) is None:
+        return None
+    keep = chosen.keep(ctx)
+    effective = templates.effective_scale() if chosen.trains else None
     removed = removed_channels(templates.split(keep))
     pruned = fold_and_remove(model, templates, templates.split(keep))
     macs, params = macs_and_params(pruned, size)
@@ -79,7 +72,7 @@ def prune(dense: Path, data: Path, method: str, macs_reduction: float, cfg: Prun
     after = evaluate(module, SegmentationData(data, train), trainer)
     record = {
         "method": method, "macs_reduction": macs_reduction, "achieved_reduction": 1 - macs / dense_macs,
-        "sparsify_epochs": cfg.epochs if method in TRAINED else 0, "budget_epochs": cfg.epochs,
+        "sparsify_epochs": cfg.epochs if chosen.trains else 0, "budget_epochs": cfg.epochs,
         "dense": {"gmacs": dense_macs / 1e9, "mparams": dense_params / 1e6, **meta.get("metrics", {})},
         "pruned": {"gmacs": macs / 1e9, "mparams": params / 1e6},
         "after_removal": after.metrics, "cost_size": size,

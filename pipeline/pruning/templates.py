@@ -112,7 +112,14 @@ class Templates(nn.Module):
         self.layers = [(*_coefficients(model.get_submodule(k), hw[k]), maps[k, "in"], maps[k, "out"]) for k in hw]
         # a site's magnitudes count relative to its mean at attach time: unit-free and fixed
         self.ref = {s: float(_magnitude(model.get_submodule(s)).mean()) or 1.0 for s in self.sites}
-        self.handles = [model.get_submodule(s).register_forward_hook(self._hook(e)) for s, e in self.sites.items()]
+        # the hooks index the templates on the model's device: each site's entries are a buffer
+        # (moving with the templates), and the model's forward builds the flat vector once
+        for i, entry in enumerate(self.sites.values()):
+            self.register_buffer(f"_site{i}", entry.clone(), persistent=False)
+        self._flat: Tensor | None = None
+        self.handles = [model.register_forward_pre_hook(self._build_flat), model.register_forward_hook(self._drop_flat),
+                        *(model.get_submodule(s).register_forward_hook(self._hook(f"_site{i}"))
+                          for i, s in enumerate(self.sites))]
         # the entries each layer of a group holds: a concatenation's parts are separate layers
         self.segments = list({tuple((g.offset + m.root).tolist()) for g in groups for m in g.members if m.dim == "out"})
         self.dense_modelled = self.kept_macs(torch.ones(n, dtype=torch.bool))
@@ -125,9 +132,16 @@ class Templates(nn.Module):
         outputs = [o.module for o in self.dg.module2node[layer].outputs]
         return not outputs or not all(isinstance(o, nn.BatchNorm2d) and o in group_outs for o in outputs)
 
-    def _hook(self, entry: Tensor):
+    def _build_flat(self, *_args) -> None:
+        self._flat = self.flat(with_one=True)
+
+    def _drop_flat(self, *_args) -> None:
+        self._flat = None  # the next forward (after an optimiser step) needs fresh values
+
+    def _hook(self, buffer: str):
         def apply(_module: nn.Module, _inputs: tuple, out: Tensor) -> Tensor:
-            return out * self.flat(with_one=True)[entry].view(1, -1, *[1] * (out.dim() - 2))
+            flat = self._flat if self._flat is not None else self.flat(with_one=True)
+            return out * flat[getattr(self, buffer)].view(1, -1, *[1] * (out.dim() - 2))
 
         return apply
 

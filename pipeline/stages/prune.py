@@ -1,19 +1,19 @@
 """Stage `prune`: remove channels from the dense model until its MACs fall by a target.
 
-The method (hqs_l0, l1, l2, magnitude, slimming, random) and the MAC target come from the
+The method (a name in pipeline/pruning/registry.py) and the MAC target come from the
 command line, which dvc.yaml's matrix fills from the `sweep` section; how to sparsify from
-the `prune` section. Works on any model folder (model.json + model.pt), e.g. your own
-smp checkpoint, without the earlier stages.
+the `prune` section (its common keys and the method's own block). Works on any model
+folder (model.json + model.pt), e.g. your own smp checkpoint, without the earlier stages.
 """
 
 from __future__ import annotations
 
 from dvclive import Live
 
-from pipeline.config import METHODS
 from pipeline.errors import PipelineError
 from pipeline.params import load_sections
 from pipeline.pruning.artifact import PRUNED, save_pruned
+from pipeline.pruning.registry import method_names
 from pipeline.pruning.run import prune
 from pipeline.stages._cli import add_paths, add_resume, parser, resume_store, run
 from pipeline.study import write_json
@@ -22,7 +22,7 @@ from pipeline.study import write_json
 def main(argv: list[str] | None = None) -> None:
     """Prune --model by --method to --macs-reduction; write --out and --report."""
     p = parser(__doc__)
-    p.add_argument("--method", default="hqs_l0", choices=METHODS, help="pruning method (default: hqs_l0)")
+    p.add_argument("--method", default="hqs_l0", choices=method_names(), help="pruning method (default: hqs_l0)")
     p.add_argument("--macs-reduction", type=float, default=0.5, help="fraction of the dense MACs to remove")
     add_paths(p, model=("checkpoints/dense", "dense model folder"), data=("data/prepared", "prepared data set"),
               out=("checkpoints/pruned/hqs_l0-0.5", "pruned model folder"),

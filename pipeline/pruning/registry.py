@@ -1,0 +1,56 @@
+"""The pruning methods by name: the one list of them (torch-free, so the config can check
+names without importing torch; a class is imported only when its method is asked for).
+
+Adding a method: write a `pipeline.pruning.method.Method` subclass and add one line here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from pipeline.errors import PipelineError, did_you_mean
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from pipeline.pruning.method import Method
+
+METHODS: dict[str, str] = {  # name -> "module:Class"
+    "hqs_l0": "pipeline.pruning.methods:HqsL0Method",
+    "l1": "pipeline.pruning.methods:L1Method",
+    "l2": "pipeline.pruning.methods:L2Method",
+    "magnitude": "pipeline.pruning.methods:MagnitudeMethod",
+    "slimming": "pipeline.pruning.methods:SlimmingMethod",
+    "random": "pipeline.pruning.methods:RandomMethod",
+}
+
+
+def method_names() -> list[str]:
+    """Every registered method name, in registry order."""
+    return list(METHODS)
+
+
+def check_method(name: str) -> str:
+    """`name` if it is registered, else a PipelineError listing the valid names."""
+    if name not in METHODS:
+        raise PipelineError(f"prune method {name!r} is unknown{did_you_mean(str(name), method_names())}; "
+                            f"valid: {', '.join(METHODS)}")
+    return name
+
+
+def method_class(name: str) -> type[Method]:
+    """The class registered as `name`, imported now."""
+    module, _, attr = METHODS[check_method(name)].partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def options_class(name: str) -> type[BaseModel]:
+    """The pydantic model of the `prune.<name>` block."""
+    return method_class(name).Options
+
+
+def create_method(name: str, options: dict[str, Any] | None = None) -> Method:
+    """The method `name` with its options block (validated; None or {} for the defaults)."""
+    cls = method_class(name)
+    return cls(cls.Options.model_validate(options or {}))
