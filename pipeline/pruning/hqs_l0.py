@@ -200,7 +200,7 @@ class HqsL0:
     def proximal(self, step_size: float) -> None:
         """After optimizer.step(): pull s towards z with stiffness step_size·μ; one step done."""
         stiffness = step_size * self.mu
-        if self._z_parts[0].device != self.templates.scales[0].device:  # the templates moved since
+        if self._z_parts and self._z_parts[0].device != self.templates.scales[0].device:  # templates moved
             self.z = self._z
         for param, z in zip(self.templates.scales, self._z_parts, strict=True):
             param.copy_(proximal(param, z, stiffness))
