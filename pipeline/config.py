@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from pipeline.errors import PipelineError, did_you_mean
+from pipeline.errors import PipelineError
 from pipeline.pruning import registry
 
 PAD_MULTIPLE = 32  # every smp encoder downsamples by at most 32: inputs (and scene windows) align to it
@@ -191,39 +191,12 @@ class PruneCfg(Strict):
     def _method_blocks(self) -> PruneCfg:
         extra = self.model_extra if self.model_extra is not None else {}
         for name, block in extra.items():
-            extra[name] = _method_block(name, block, [*type(self).model_fields, *registry.method_names()])
+            extra[name] = registry.check_options(name, block, list(type(self).model_fields))
         return self
 
     def method_options(self, method: str) -> dict[str, Any]:
         """The options block of `method` (validated), {} when params.yaml has none."""
         return dict((self.model_extra or {}).get(method) or {})
-
-
-def _method_block(name: str, block: Any, valid: list[str]) -> dict[str, Any]:
-    """`prune.<name>` checked by the method's options class, with the failing key's path."""
-    if name not in registry.METHODS:
-        owners = [m for m in registry.method_names() if name in registry.options_class(m).model_fields]
-        home = f"; it is an option of prune.{owners[0]}" if owners else did_you_mean(str(name), valid)
-        raise _error(name, block, f"unknown key{home} (valid keys: {', '.join(valid)})")
-    options = registry.options_class(name)
-    try:
-        return options.model_validate(block if block is not None else {}).model_dump()
-    except ValidationError as err:
-        first = err.errors()[0]
-        loc = (name, *first["loc"])
-        if first["type"] == "extra_forbidden":
-            keys = list(options.model_fields)
-            key = str(first["loc"][-1])
-            raise _error(loc, first["input"], f"unknown key{did_you_mean(key, keys)} (valid keys: "
-                                              f"{', '.join(keys) or 'none'})") from None
-        raise ValidationError.from_exception_data(err.title, [{**first, "loc": loc}]) from None
-
-
-def _error(loc: str | tuple, value: Any, message: str) -> ValidationError:
-    """A ValidationError at `loc`, so that params.py names the key."""
-    loc = loc if isinstance(loc, tuple) else (loc,)
-    return ValidationError.from_exception_data(
-        "PruneCfg", [{"type": "value_error", "loc": loc, "input": value, "ctx": {"error": ValueError(message)}}])
 
 
 class FinetuneCfg(Strict):

@@ -194,6 +194,8 @@ class HqsL0:
     def observe(self, grad: Tensor, decay: float = 0.9) -> None:
         """Fold one step's task gradient w.r.t. the templates into the Fisher estimate."""
         sq = grad.detach().double().pow(2)  # on the gradient's device: no sync per step
+        if self.fisher is not None and self.fisher.device != sq.device:  # a resumed run loaded it elsewhere
+            self.fisher = self.fisher.to(sq.device)
         self.fisher = sq if self.fisher is None else decay * self.fisher + (1 - decay) * sq
 
     @torch.no_grad()

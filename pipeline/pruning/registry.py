@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
 from pipeline.errors import PipelineError, did_you_mean
 
 if TYPE_CHECKING:
@@ -54,3 +56,30 @@ def create_method(name: str, options: dict[str, Any] | None = None) -> Method:
     """The method `name` with its options block (validated; None or {} for the defaults)."""
     cls = method_class(name)
     return cls(cls.Options.model_validate(options or {}))
+
+
+def check_options(name: str, block: Any, common: list[str]) -> dict[str, Any]:
+    """The block `prune.<name>` validated by its method's options class (defaults filled in);
+    a ValidationError located at the failing key otherwise, so params.py names it. `common`:
+    the prune section's own keys, listed with the method names when `name` is neither."""
+    if name not in METHODS:
+        valid = [*common, *METHODS]
+        owners = [m for m in METHODS if name in options_class(m).model_fields]
+        hint = f"; it is an option of prune.{owners[0]}" if owners else did_you_mean(str(name), valid)
+        raise _error((name,), block, f"unknown key{hint} (valid keys: {', '.join(valid)})")
+    options = options_class(name)
+    try:
+        return options.model_validate(block if block is not None else {}).model_dump()
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = (name, *first["loc"])
+        if first["type"] == "extra_forbidden":
+            keys = list(options.model_fields)
+            hint = did_you_mean(str(first["loc"][-1]), keys)
+            raise _error(loc, first["input"], f"unknown key{hint} (valid keys: {', '.join(keys) or 'none'})") from None
+        raise ValidationError.from_exception_data(err.title, [{**first, "loc": loc}]) from None
+
+
+def _error(loc: tuple, value: Any, message: str) -> ValidationError:
+    return ValidationError.from_exception_data(
+        "PruneCfg", [{"type": "value_error", "loc": loc, "input": value, "ctx": {"error": ValueError(message)}}])
