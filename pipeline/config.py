@@ -19,7 +19,6 @@ class Strict(BaseModel):
 class BaseCfg(Strict):
     seed: int = 0
     towers: bool = False  # opt-in third class; otherwise towers are background
-    ignore_index: Literal[255] = 255
 
     @property
     def num_classes(self) -> int:
@@ -95,7 +94,7 @@ class TrainCfg(Strict):
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     scheduler: Literal["cosine", "none"] = "cosine"
-    loss: str = "dice_bce"
+    loss: str = "dice+bce"
     loss_options: dict[str, Any] = Field(default_factory=dict)
     augment: list[dict[str, Any]] = Field(default_factory=list)  # albumentations specs
     early_stopping_patience: int = Field(0, ge=0)  # 0 = off
@@ -129,7 +128,7 @@ class BaselineCfg(Strict):
 class StudyCfg(Strict):
     """A study continues training the previous stage's model with each option in turn."""
 
-    compare: list[str] = Field(min_length=1)  # names of options to train and compare
+    compare: list[str] = Field(default_factory=lambda: ["none"], min_length=1)  # names of options to train
     epochs: int = Field(8, ge=1)  # the same budget for every option
     lr: float | None = Field(None, gt=0)  # continued training starts lower than from scratch
     iou_tolerance: float = Field(0.0, ge=0)  # see study.pick
@@ -152,7 +151,7 @@ class StudyCfg(Strict):
 
 class AugmentCfg(StudyCfg):
     # policy name -> albumentations transforms as data: [{name: HorizontalFlip, p: 0.5}, ...]
-    policies: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
+    policies: dict[str, list[dict[str, Any]]] = Field(default_factory=lambda: {"none": []})
 
     def choices(self) -> dict[str, Any]:
         return self.policies
@@ -160,7 +159,7 @@ class AugmentCfg(StudyCfg):
 
 class LossCfg(StudyCfg):
     # option name -> {loss: dice+focal, loss_options: {weights: {dice: 1, focal: 1}}}
-    options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    options: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"none": {}})  # none: train's own loss
 
     def choices(self) -> dict[str, Any]:
         return self.options

@@ -77,7 +77,7 @@ class DarkLines(nn.Module):
 def models(tmp_path_factory, params) -> dict[str, Path]:
     """ONNX files of the two hand-made nets, and the tiny smp model as a folder and as ONNX."""
     folder = tmp_path_factory.mktemp("scene_models")
-    meta = {"num_classes": 1, "threshold": 0.5, "normalisation": NORM}
+    meta = {"model": {}, "num_classes": 2, "threshold": 0.5, "normalisation": NORM}
     export_onnx(ConvNet().eval(), meta, folder / "conv.onnx", 64, 64)
     export_onnx(DarkLines().eval(), meta, folder / "dark.onnx", 64, 64)
     torch.manual_seed(0)
