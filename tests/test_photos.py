@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -10,15 +14,21 @@ from pipeline.config import PredictCfg
 from pipeline.export import export_onnx
 from pipeline.inference.photos import predict_images
 from pipeline.inference.predictor import Predictor
+from tests.conftest import ROOT
 from tests.test_scene import NORM, ConvNet, texture
 
 
 @pytest.fixture(scope="module")
-def conv_net(tmp_path_factory) -> Predictor:
+def conv_onnx(tmp_path_factory) -> Path:
     """The random conv net of the scene tests (receptive field < 16 px), as ONNX."""
     path = tmp_path_factory.mktemp("photo_model") / "conv.onnx"
     export_onnx(ConvNet().eval(), {"num_classes": 1, "threshold": 0.5, "normalisation": NORM}, path, 64, 64)
-    return Predictor(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def conv_net(conv_onnx) -> Predictor:
+    return Predictor(conv_onnx)
 
 
 @pytest.mark.parametrize("blend", [True, False])
@@ -51,3 +61,25 @@ def test_photo_at_the_limit_runs_whole(conv_net, tmp_path):
                    cfg=PredictCfg(max_whole=128, tile=64, overlap=32, blend=False))
     expected = np.round(conv_net.probability(np.ascontiguousarray(rgb)) * 255).astype(np.uint8)
     assert np.array_equal(cv2.imread(str(tmp_path / "out" / "p_prob.png"), cv2.IMREAD_UNCHANGED), expected)
+
+
+
+def test_cli_max_whole_flag_sends_a_photo_to_the_windows_without_torch(conv_onnx, conv_net, tmp_path):
+    """`python -m pipeline.predict --max-whole` on an ONNX model: the window flags take effect
+    (flat averaging, i.e. blend off, shows seams only in windows), and torch is never imported."""
+    rgb = np.ascontiguousarray(texture(200, 300, seed=9).transpose(1, 2, 0))
+    cv2.imwrite(str(tmp_path / "p.png"), rgb[:, :, ::-1])
+    params = tmp_path / "params.yaml"
+    params.write_text("predict: {blend: false}\n")
+    code = ("import sys; from pipeline.predict import main; main(sys.argv[1:]); "
+            "assert 'torch' not in sys.modules, 'the ONNX path imported torch'")
+    whole = np.round(conv_net.probability(rgb) * 255)
+    errors = {}
+    for max_whole in (300, 299):
+        out = tmp_path / str(max_whole)
+        flags = ["--model", str(conv_onnx), "--input", str(tmp_path / "p.png"), "--out", str(out), "--probability",
+                 "--params", str(params), "--max-whole", str(max_whole), "--tile", "128", "--overlap", "64"]
+        done = subprocess.run([sys.executable, "-c", code, *flags], capture_output=True, text=True, cwd=ROOT)
+        assert done.returncode == 0, done.stderr
+        errors[max_whole] = np.abs(cv2.imread(str(out / "p_prob.png"), cv2.IMREAD_UNCHANGED) - whole).max()
+    assert errors[300] == 0 and errors[299] > 5  # at the limit one pass; above it, windows (seams: blend off)
