@@ -81,8 +81,8 @@ def onnx_of(model: Path, work: Path) -> Path:
 def throughput(models: dict[str, Path], scene: Path, work: Path, rounds: int, threads: int | None) -> dict[str, Any]:
     """Interleaved timing of predict_scene for each model on one scene."""
     from pipeline.config import PredictCfg
-    from pipeline.predict import Predictor
-    from pipeline.scene import predict_scene
+    from pipeline.inference.predictor import Predictor
+    from pipeline.inference.scene import predict_scene
 
     with rasterio.open(scene) as src:
         megapixels = src.width * src.height / 1e6

@@ -224,8 +224,9 @@ class ReportCfg(Strict):
 
 
 class PredictCfg(Strict):
-    """Scene (GeoTIFF) inference of `python -m pipeline.predict`; its CLI flags override these."""
+    """Inference of `python -m pipeline.predict` (photos and GeoTIFF scenes); its CLI flags override these."""
 
+    max_whole: int = Field(2048, ge=32)  # photos with a longer side (px) run in the windows below, not whole
     tile: int = Field(512, ge=32)  # window side in px, a multiple of 32
     overlap: int = Field(128, ge=0)  # px shared by neighbouring windows, a multiple of 32, < tile
     batch: int = Field(4, ge=1)  # windows per forward pass

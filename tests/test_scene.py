@@ -19,10 +19,11 @@ from pipeline.artifact import save_model
 from pipeline.config import ModelCfg, PredictCfg
 from pipeline.errors import DataError, PipelineError
 from pipeline.export import export_onnx
+from pipeline.inference.predictor import Predictor
+from pipeline.inference.scene import NODATA, PROB_SCALE, predict_scene
+from pipeline.inference.scene_reader import is_scene
+from pipeline.inference.windows import ramp, window_starts
 from pipeline.models import create_model
-from pipeline.predict import Predictor
-from pipeline.scene import NODATA, PROB_SCALE, predict_scene, ramp, window_starts
-from pipeline.scene_reader import is_scene
 from tests.conftest import ROOT
 
 CRS = "EPSG:32633"
