@@ -86,7 +86,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     """Parse arguments and predict."""
-    from pipeline.stages._cli import run
+    from pipeline.cli import run
 
     args = parser().parse_args(argv)
 

@@ -29,10 +29,10 @@ def load_torch_model(path: Path) -> tuple[Any, dict | None, float]:
     """(model, input normalisation, tuned threshold) of a model folder.
 
     The one place inference loads a model folder, so that changing the loader is one edit."""
-    from pipeline.pruning.artifact import load_pruned
+    from pipeline.artifact import load_model
 
-    model, meta = load_pruned(path)
-    return model, meta.get("normalisation"), float(meta.get("threshold", 0.5))
+    model, card = load_model(path)
+    return model, card.normalisation.model_dump(), card.threshold
 
 
 class Predictor:
