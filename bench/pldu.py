@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import Field
 
 from bench.stats import summarise, write_outputs
-from pipeline.artifact import save_model
+from pipeline.artifact import save_model, write_json
 from pipeline.config import FinetuneCfg, ModelCfg, PruneCfg, Strict, TrainCfg, TrainerCfg
 from pipeline.data.prepare import prepare
 from pipeline.measure import macs_and_params
@@ -32,7 +32,6 @@ from pipeline.pruning.registry import method_names
 from pipeline.pruning.run import finetune, prune
 from pipeline.report.collect import dvclive_curve
 from pipeline.scoring import split_counts
-from pipeline.study import write_json
 from pipeline.train import describe, fit
 
 ROOT = Path(__file__).resolve().parent.parent

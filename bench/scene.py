@@ -69,20 +69,20 @@ def make_scene(path: Path, size: int, seed: int = 0) -> Path:
 def onnx_of(model: Path, work: Path) -> Path:
     """The model folder exported to ONNX in `work`, afresh every run (a cached file would
     outlive a retrained model of the same name)."""
+    from pipeline.artifact import load_model
     from pipeline.export import export_onnx
-    from pipeline.pruning.artifact import load_pruned
 
     path = work / f"{model.name}.onnx"
-    net, meta = load_pruned(model)
-    export_onnx(net, meta, path, 256, 256)
+    net, card = load_model(model)
+    export_onnx(net, card, path, 256, 256)
     return path
 
 
 def throughput(models: dict[str, Path], scene: Path, work: Path, rounds: int, threads: int | None) -> dict[str, Any]:
     """Interleaved timing of predict_scene for each model on one scene."""
     from pipeline.config import PredictCfg
-    from pipeline.predict import Predictor
-    from pipeline.scene import predict_scene
+    from pipeline.inference.predictor import Predictor
+    from pipeline.inference.scene import predict_scene
 
     with rasterio.open(scene) as src:
         megapixels = src.width * src.height / 1e6

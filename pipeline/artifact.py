@@ -1,4 +1,10 @@
-"""Model artifacts: a JSON description plus a tensors-only state_dict (no pickled code)."""
+"""Model folders: model.json (the typed model card) and model.pt (a tensors-only
+state_dict), written atomically, loaded without unpickling code.
+
+One loader serves dense and pruned models: a card with `pruned_channels` rebuilds the
+dense network from its description, removes the same channels with Torch-Pruning's
+dependency graph, then loads the tensors (weights_only=True).
+"""
 
 from __future__ import annotations
 
@@ -9,41 +15,77 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 from torch import nn
 
-from pipeline.config import ModelCfg
+from pipeline.card import ModelCard
 from pipeline.errors import PipelineError, one_line
-from pipeline.models import NORMALISATION, create_model
+from pipeline.models import create_model
 
 WEIGHTS, META = "model.pt", "model.json"
+TRACE_SIZE = 64  # any input size the architecture accepts: channel counts do not depend on it
 
 
-def save_model(model: nn.Module, folder: Path, meta: dict[str, Any]) -> None:
-    """Write folder/model.pt and folder/model.json, each via a temporary file + rename."""
+def write_json(data: Any, path: Path) -> None:
+    """Write JSON via a temporary file + rename, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def save_model(model: nn.Module, folder: Path, card: ModelCard | dict[str, Any]) -> None:
+    """Write folder/model.pt and folder/model.json (a card, or a dict validated as one), each
+    via a temporary file + rename."""
+    card = card if isinstance(card, ModelCard) else ModelCard.model_validate(card)
     folder.mkdir(parents=True, exist_ok=True)
-    meta = {"normalisation": NORMALISATION, **meta}
     tmp = folder / f".{WEIGHTS}.tmp"
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
     os.replace(tmp, folder / WEIGHTS)
-    tmp = folder / f".{META}.tmp"
-    tmp.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp, folder / META)
+    write_json(card.to_json(), folder / META)
 
 
-def load_meta(folder: Path) -> dict[str, Any]:
-    """Read folder/model.json."""
+def load_card(folder: Path) -> ModelCard:
+    """Read and validate folder/model.json."""
     try:
-        return json.loads((folder / META).read_text())
-    except (OSError, ValueError) as err:
-        raise PipelineError(f"{folder / META}: cannot read model description ({err})") from None
+        return ModelCard.model_validate(json.loads((folder / META).read_text()))
+    except (OSError, ValueError) as err:  # ValidationError is a ValueError
+        problem = _first_error(err) if isinstance(err, ValidationError) else one_line(err)
+        raise PipelineError(f"{folder / META}: cannot read model description ({problem})") from None
 
 
-def load_model(folder: Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model from model.json and load model.pt with weights_only=True."""
-    meta = load_meta(folder)
-    model = create_model(ModelCfg.model_validate(meta["model"]), meta.get("num_classes", 2))
+def _first_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    return f"{'.'.join(str(p) for p in first['loc']) or 'model.json'}: {first['msg']} ({err.error_count()} errors)"
+
+
+def load_model(folder: Path) -> tuple[nn.Module, ModelCard]:
+    """Rebuild the model folder/model.json describes (pruned or not) and load its weights."""
+    card = load_card(folder)
+    model = create_model(card.model, card.num_classes)
+    if card.pruned_channels:
+        try:
+            remove_channels(model, card.pruned_channels)
+        except (AttributeError, ValueError, IndexError) as err:
+            raise PipelineError(f"{folder / META}: pruned_channels do not fit {card.model.arch}-"
+                                f"{card.model.encoder} ({one_line(err)})") from None
+        model.train()  # tracing left it in eval mode; hand it back as create_model does
     load_weights(model, folder)
-    return model, meta
+    return model, card
+
+
+def remove_channels(model: nn.Module, removed: dict[str, list[int]], dg: Any = None) -> nn.Module:
+    """Remove channels `removed[root]` of each dependency group, named by its root conv, with
+    Torch-Pruning (`get_pruning_group(...).prune()`): every coupled layer shrinks with them."""
+    import torch_pruning as tp  # only pruned models need it
+
+    if dg is None:
+        example = torch.zeros(1, 3, TRACE_SIZE, TRACE_SIZE)
+        dg = tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
+    for name, drop in removed.items():
+        root = model.get_submodule(name)
+        dg.get_pruning_group(root, dg.get_pruner_of_module(root).prune_out_channels, drop).prune()
+    return model
 
 
 def load_weights(model: nn.Module, folder: Path) -> None:

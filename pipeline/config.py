@@ -22,7 +22,6 @@ class Strict(BaseModel):
 class BaseCfg(Strict):
     seed: int = 0
     towers: bool = False  # opt-in third class; otherwise towers are background
-    ignore_index: Literal[255] = 255
 
     @property
     def num_classes(self) -> int:
@@ -98,7 +97,7 @@ class TrainCfg(Strict):
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     scheduler: Literal["cosine", "none"] = "cosine"
-    loss: str = "dice_bce"
+    loss: str = "dice+bce"
     loss_options: dict[str, Any] = Field(default_factory=dict)
     augment: list[dict[str, Any]] = Field(default_factory=list)  # albumentations specs
     early_stopping_patience: int = Field(0, ge=0)  # 0 = off
@@ -132,7 +131,7 @@ class BaselineCfg(Strict):
 class StudyCfg(Strict):
     """A study continues training the previous stage's model with each option in turn."""
 
-    compare: list[str] = Field(min_length=1)  # names of options to train and compare
+    compare: list[str] = Field(default_factory=lambda: ["none"], min_length=1)  # names of options to train
     epochs: int = Field(8, ge=1)  # the same budget for every option
     lr: float | None = Field(None, gt=0)  # continued training starts lower than from scratch
     iou_tolerance: float = Field(0.0, ge=0)  # see study.pick
@@ -155,7 +154,7 @@ class StudyCfg(Strict):
 
 class AugmentCfg(StudyCfg):
     # policy name -> albumentations transforms as data: [{name: HorizontalFlip, p: 0.5}, ...]
-    policies: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
+    policies: dict[str, list[dict[str, Any]]] = Field(default_factory=lambda: {"none": []})
 
     def choices(self) -> dict[str, Any]:
         return self.policies
@@ -163,7 +162,7 @@ class AugmentCfg(StudyCfg):
 
 class LossCfg(StudyCfg):
     # option name -> {loss: dice+focal, loss_options: {weights: {dice: 1, focal: 1}}}
-    options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    options: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"none": {}})  # none: train's own loss
 
     def choices(self) -> dict[str, Any]:
         return self.options
@@ -250,8 +249,9 @@ class ReportCfg(Strict):
 
 
 class PredictCfg(Strict):
-    """Scene (GeoTIFF) inference of `python -m pipeline.predict`; its CLI flags override these."""
+    """Inference of `python -m pipeline.predict` (photos and GeoTIFF scenes); its CLI flags override these."""
 
+    max_whole: int = Field(2048, ge=32)  # photos with a longer side (px) run in the windows below, not whole
     tile: int = Field(512, ge=32)  # window side in px, a multiple of 32
     overlap: int = Field(128, ge=0)  # px shared by neighbouring windows, a multiple of 32, < tile
     batch: int = Field(4, ge=1)  # windows per forward pass

@@ -16,33 +16,33 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.card import ModelCard
 from pipeline.errors import PipelineError
-from pipeline.models import NORMALISATION
+from pipeline.labels import CLASS_NAMES
 
 OPSET = 17
-CLASSES = ("background", "line", "tower")
 INPUT, OUTPUT = "image", "logits"
 
 
-def onnx_metadata(meta: dict[str, Any], opset: int) -> dict[str, str]:
-    """Metadata strings for the ONNX file, from a model.json."""
-    num_classes = meta.get("num_classes", 2)
+def onnx_metadata(card: ModelCard, opset: int) -> dict[str, str]:
+    """Metadata strings for the ONNX file, from the model card."""
     return {
-        "normalisation": json.dumps(meta.get("normalisation", NORMALISATION)),
+        "normalisation": json.dumps(card.normalisation.model_dump()),
         "input": "RGB, float32 NCHW scaled to [0, 1] then normalised; H and W multiples of 32",
         "output": "logits; 1 channel = line (sigmoid), else one per class (softmax)",
-        "classes": json.dumps(list(CLASSES[:num_classes])),
-        "threshold": str(meta.get("threshold", 0.5)),
+        "classes": json.dumps([CLASS_NAMES[c] for c in range(card.num_classes)]),
+        "threshold": str(card.threshold),
         "opset": str(opset),
-        "model": json.dumps(meta.get("model", {})),
+        "model": json.dumps(card.model.model_dump()),
     }
 
 
-def export_onnx(model: nn.Module, meta: dict[str, Any], path: Path, height: int, width: int,
+def export_onnx(model: nn.Module, card: ModelCard | dict[str, Any], path: Path, height: int, width: int,
                 opset: int = OPSET) -> None:
-    """Write `model` as ONNX (batch, height and width dynamic) with its metadata, atomically."""
+    """Write `model` as ONNX (batch, height and width dynamic) with its card's metadata, atomically."""
     import onnx
 
+    card = card if isinstance(card, ModelCard) else ModelCard.model_validate(card)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     dynamic = {0: "batch", 2: "height", 3: "width"}
@@ -52,7 +52,7 @@ def export_onnx(model: nn.Module, meta: dict[str, Any], path: Path, height: int,
                           input_names=[INPUT], output_names=[OUTPUT], dynamo=False,
                           dynamic_axes={INPUT: dynamic, OUTPUT: dynamic})
     proto = onnx.load(str(tmp))
-    for key, value in onnx_metadata(meta, opset).items():
+    for key, value in onnx_metadata(card, opset).items():
         proto.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(proto)
     onnx.save(proto, str(tmp))

@@ -10,6 +10,7 @@ from segmentation_models_pytorch import losses as smp_losses
 from torch import nn
 
 from pipeline.errors import PipelineError
+from pipeline.labels import IGNORE_INDEX
 
 
 def _bce(mode: str, ignore_index: int, **kw: Any) -> nn.Module:
@@ -44,7 +45,7 @@ class WeightedSum(nn.Module):
 
 
 def create_loss(name: str, options: dict[str, Any] | None = None, *, num_classes: int = 2,
-                ignore_index: int = 255) -> nn.Module:
+                ignore_index: int = IGNORE_INDEX) -> nn.Module:
     """Build loss `name` (or `a+b+...`); options: {weights: {a: 1.0}, a: {kwargs of a}}."""
     options = dict(options or {})
     weights = options.pop("weights", {})
@@ -71,7 +72,7 @@ class Distiller(nn.Module):
     by T² as usual, over the non-ignored pixels."""
 
     def __init__(self, teacher: nn.Module, weight: float = 1.0, temperature: float = 1.0,
-                 ignore_index: int = 255) -> None:
+                 ignore_index: int = IGNORE_INDEX) -> None:
         super().__init__()
         self.teacher = teacher.eval().requires_grad_(False)
         self.weight, self.temperature, self.ignore_index = weight, temperature, ignore_index

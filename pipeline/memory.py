@@ -41,9 +41,9 @@ def measure(model: Path, height: int, width: int, threads: int) -> dict[str, flo
         from pipeline.speed import onnx_runner
         step = onnx_runner(model, height, width, threads)
     else:
-        from pipeline.pruning.artifact import load_pruned
+        from pipeline.artifact import load_model
         from pipeline.speed import torch_runner
-        step = torch_runner(load_pruned(model)[0], height, width, threads)
+        step = torch_runner(load_model(model)[0], height, width, threads)
     loaded = _rss_mb()
     np.asarray(step()[0])
     return {"loaded_mb": loaded, "peak_mb": _rss_mb()}

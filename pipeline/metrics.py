@@ -8,7 +8,7 @@ import torch
 from scipy.ndimage import distance_transform_edt
 from torchmetrics import Metric
 
-from pipeline.data.sources.base import IGNORE_INDEX, LINE
+from pipeline.labels import IGNORE_INDEX, LINE
 
 N_BINS = 100  # thresholds k / N_BINS; 0.5 is one of them
 # BSDS' maxDist as a share of the image diagonal. Our matching is not one-to-one and does not

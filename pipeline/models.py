@@ -9,11 +9,12 @@ import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
+from pipeline.card import NORMALISATION
 from pipeline.config import ModelCfg
 from pipeline.errors import PipelineError, one_line
 
-# The shape smp expects of an input: ImageNet statistics, RGB, values in [0, 255] / 255.
-NORMALISATION = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+__all__ = ["NORMALISATION", "create_model", "load_encoder_weights", "output_channels"]
+
 
 
 def output_channels(num_classes: int) -> int:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from pipeline.config import ModelCfg, TrainCfg
-from pipeline.data.sources.base import IGNORE_INDEX
+from pipeline.labels import IGNORE_INDEX
 from pipeline.losses import Distiller, create_loss
 from pipeline.metrics import LineMetrics, ToleranceMetrics, line_probability, line_scores
 from pipeline.models import create_model

@@ -5,7 +5,9 @@
     python -m pipeline.predict --model export/model.onnx --input scene.tif --out lines/ --vector
 
 Images (jpg, png, tif, bmp): writes <name>.png (0 = background, 255 = line) per image, and
-<name>_prob.png (line probability x 255) with --probability.
+<name>_prob.png (line probability x 255) with --probability. Photos with a long side
+above predict.max_whole px run in blended overlapping windows, as scenes do, so memory
+stays flat however large the photo.
 
 Scenes: a .tif/.tiff with a CRS or a geotransform (or any TIFF with --scene) is predicted
 in overlapping, blended windows with windowed reads and writes, so its size is not
@@ -15,7 +17,7 @@ limited by memory. Writes <stem>_mask.tif (0 background, 1 line, 255 nodata), wi
 GeoTIFFs keep the scene's CRS and transform, in 256 px deflate tiles. Pixels that are
 nodata in the scene are nodata in the outputs. Bands, scaling (for 16-bit or float
 scenes), window size, overlap and batch come from the `predict` section of --params
-(params.yaml), and the flags below override them. See pipeline/scene.py for the details.
+(params.yaml), and the flags below override them. See pipeline/inference/ for the details.
 
 The threshold is the model's tuned one unless given. Outputs are written to temporary
 files and renamed when complete.
@@ -24,131 +26,11 @@ files and renamed when complete.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
-from tqdm import tqdm
-
-from pipeline.config import PAD_MULTIPLE, PredictCfg
-from pipeline.data.sources.files import read_rgb
-from pipeline.errors import PipelineError, one_line
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
-
-
-def line_probability(logits: np.ndarray) -> np.ndarray:
-    """(N, C, H, W) logits -> (N, H, W) line probability (sigmoid for 1 channel, else softmax[1]).
-
-    pipeline.metrics.line_probability in NumPy: the ONNX path runs without torch."""
-    if logits.shape[1] == 1:
-        return 1 / (1 + np.exp(-logits[:, 0]))
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted[:, 1] / shifted.sum(axis=1)
-
-
-class Predictor:
-    """Line probability of RGB images, from a model folder or an ONNX file, on the CPU or a GPU."""
-
-    def __init__(self, path: Path, threads: int | None = None, device: str = "cpu") -> None:
-        path = Path(path)
-        self.device = device
-        if path.suffix == ".onnx":
-            import onnxruntime as ort
-
-            options = ort.SessionOptions()
-            if threads:
-                options.intra_op_num_threads = threads
-            providers = ["CPUExecutionProvider"]
-            if device == "cuda":
-                if "CUDAExecutionProvider" not in ort.get_available_providers():
-                    raise PipelineError(f"{path}: this onnxruntime has no CUDA provider (install onnxruntime-gpu)")
-                providers.insert(0, "CUDAExecutionProvider")
-            try:
-                self.session = ort.InferenceSession(str(path), options, providers=providers)
-            except Exception as err:  # onnxruntime raises its own untyped errors for bad files
-                raise PipelineError(f"{path}: cannot load ONNX model ({one_line(err)})") from None
-            meta = self.session.get_modelmeta().custom_metadata_map
-            self.normalisation = json.loads(meta.get("normalisation", "{}")) or None
-            self.threshold = float(meta.get("threshold", 0.5))
-            self.model = None
-        else:
-            import torch
-
-            from pipeline.pruning.artifact import load_pruned
-
-            if threads:
-                torch.set_num_threads(threads)
-            if device == "cuda" and not torch.cuda.is_available():
-                raise PipelineError(f"{path}: --device cuda, but PyTorch sees no CUDA device")
-            self.model, meta = load_pruned(path)
-            self.model.eval().to(device)
-            self.normalisation, self.threshold = meta.get("normalisation"), float(meta.get("threshold", 0.5))
-        if not self.normalisation:
-            raise PipelineError(f"{path}: no input normalisation recorded with the model")
-
-    def logits(self, batch: np.ndarray) -> np.ndarray:
-        """(N, 3, H, W) normalised float32, sides multiples of 32 -> (N, C, H, W) logits."""
-        if self.model is None:
-            return self.session.run(None, {self.session.get_inputs()[0].name: batch})[0]
-        import torch
-
-        with torch.inference_mode():
-            return self.model(torch.from_numpy(batch).to(self.device)).cpu().numpy()
-
-    def normalise(self, rgb: np.ndarray) -> np.ndarray:
-        """HxWx3 uint8 RGB -> 3xHxW float32, as in training."""
-        mean, std = (np.asarray(self.normalisation[k], np.float32) for k in ("mean", "std"))
-        return ((rgb.astype(np.float32) / 255 - mean) / std).transpose(2, 0, 1)
-
-    def probability(self, rgb: np.ndarray) -> np.ndarray:
-        """HxWx3 uint8 RGB -> HxW line probability (padded to a multiple of 32 inside)."""
-        height, width = rgb.shape[:2]
-        padded = np.zeros((1, 3, -(-height // PAD_MULTIPLE) * PAD_MULTIPLE, -(-width // PAD_MULTIPLE) * PAD_MULTIPLE),
-                          np.float32)
-        padded[0, :, :height, :width] = self.normalise(rgb)
-        return line_probability(self.logits(padded))[0, :height, :width]
-
-
-def write_png(array: np.ndarray, path: Path) -> None:
-    """Write a uint8 PNG via a temporary file, so no half-written mask is left behind."""
-    ok, data = cv2.imencode(".png", array)
-    if not ok:
-        raise PipelineError(f"{path}: cannot encode PNG")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data.tobytes())
-    os.replace(tmp, path)
-
-
-def input_images(path: Path) -> list[Path]:
-    """The image itself, or the images in a folder (sorted)."""
-    if path.is_dir():
-        images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not images:
-            raise PipelineError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
-        return images
-    if not path.exists():
-        raise PipelineError(f"{path}: no such file or folder")
-    return [path]
-
-
-def predict_images(predictor: Predictor, images: list[Path], out: Path, threshold: float | None = None,
-                   probability: bool = False) -> list[Path]:
-    """Write a mask (and optionally a probability map) per image; returns the masks written."""
-    out.mkdir(parents=True, exist_ok=True)
-    cut = predictor.threshold if threshold is None else threshold
-    written = []
-    for image in tqdm(images, desc="predict", unit="image", disable=len(images) < 2):
-        prob = predictor.probability(read_rgb(image))
-        write_png(np.where(prob >= cut, 255, 0).astype(np.uint8), out / f"{image.stem}.png")
-        if probability:
-            write_png(np.round(prob * 255).astype(np.uint8), out / f"{image.stem}_prob.png")
-        written.append(out / f"{image.stem}.png")
-    return written
+from pipeline.config import PredictCfg
 
 
 def _csv(kind: type) -> Any:
@@ -161,39 +43,19 @@ def _csv(kind: type) -> Any:
     return parse
 
 
-def scene_config(params: Path | None, args: argparse.Namespace) -> PredictCfg:
+def predict_config(params: Path | None, args: argparse.Namespace) -> PredictCfg:
     """The `predict` section of `params` (defaults if None), with the CLI flags given on top."""
     from pipeline.params import load_params, parse_section
 
     values = dict(load_params(params).get("predict") or {}) if params else {}
-    for key in ("tile", "overlap", "batch", "bands", "scaling", "value_range"):
+    for key in ("tile", "overlap", "batch", "bands", "scaling", "value_range", "max_whole"):
         if getattr(args, key, None) is not None:
             values[key] = getattr(args, key)
     return parse_section({"predict": values}, "predict", PredictCfg, f"{params or 'defaults'} + flags")
 
 
-def predict_inputs(predictor: Predictor, inputs: list[Path], out: Path, args: argparse.Namespace,
-                   cfg: PredictCfg | None) -> tuple[list[Path], list[Path]]:
-    """Scenes go the scene route, everything else the image route; (images, scenes) done."""
-    scenes = []
-    if any(p.suffix.lower() in (".tif", ".tiff") for p in inputs):
-        from pipeline.scene import predict_scene
-        from pipeline.scene_reader import SCENE_SUFFIXES, is_scene
-
-        scenes = [p for p in inputs if (args.scene and p.suffix.lower() in SCENE_SUFFIXES) or is_scene(p)]
-        for scene in scenes:
-            written = predict_scene(predictor, scene, out, cfg, args.threshold, args.probability, args.vector)
-            print(f"{scene} -> {', '.join(str(p) for p in written.values())}")
-    images = [p for p in inputs if p not in scenes]
-    if images:
-        predict_images(predictor, images, out, args.threshold, args.probability)
-    return images, scenes
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Parse arguments and predict."""
-    from pipeline.stages._cli import run
-
+def parser() -> argparse.ArgumentParser:
+    """The command's arguments."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, required=True, help="model folder (model.json + model.pt) or .onnx file")
     p.add_argument("--input", type=Path, required=True, help="an image, a GeoTIFF scene, or a folder of them")
@@ -203,8 +65,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, help="CPU threads (default: the runtime's choice)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="cuda: PyTorch on the GPU, or ONNX Runtime's CUDA provider (onnxruntime-gpu)")
-    g = p.add_argument_group("scenes (GeoTIFF)", "defaults from the `predict` section of --params")
-    g.add_argument("--params", type=Path, help="params file (default: params.yaml if present, else built-in)")
+    p.add_argument("--params", type=Path, help="params file (default: params.yaml if present, else built-in)")
+    p.add_argument("--max-whole", type=int, help="photos with a longer side (px) run in windows (predict.max_whole)")
+    g = p.add_argument_group("windows and scenes (GeoTIFF)", "defaults from the `predict` section of --params")
     g.add_argument("--scene", action="store_true", help="treat every .tif/.tiff as a scene, georeferenced or not")
     g.add_argument("--vector", action="store_true", help="also write <stem>_lines.geojson: the mask skeletonised, "
                    "traced, simplified (predict.simplify px) and without lines under predict.min_length px")
@@ -218,17 +81,26 @@ def main(argv: list[str] | None = None) -> None:
                         "predict.percentiles stretch; fixed = --value-range (predict.scaling)")
     g.add_argument("--value-range", type=_csv(float), help="low,high mapped to 0..255 with --scaling fixed, "
                    "e.g. 0,10000 (predict.value_range)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse arguments and predict."""
+    from pipeline.cli import run
+
+    args = parser().parse_args(argv)
 
     def body() -> None:
+        from pipeline.inference.predictor import Predictor
+        from pipeline.inference.route import input_images, predict_inputs
+
         logging.getLogger("rasterio").setLevel(logging.WARNING)  # GDAL errors arrive as exceptions too
         inputs = input_images(args.input)
-        cfg = None
-        if any(path.suffix.lower() in (".tif", ".tiff") for path in inputs):
-            params = args.params or (Path("params.yaml") if Path("params.yaml").exists() else None)
-            cfg = scene_config(params, args)
+        params = args.params or (Path("params.yaml") if Path("params.yaml").exists() else None)
+        cfg = predict_config(params, args)
         predictor = Predictor(args.model, args.threads, args.device)
-        images, scenes = predict_inputs(predictor, inputs, args.out, args, cfg)
+        images, scenes = predict_inputs(predictor, inputs, args.out, cfg, args.threshold, args.probability,
+                                        args.vector, args.scene)
         print(f"wrote {len(images)} mask(s) and {len(scenes)} scene(s) to {args.out}")
 
     run(body)

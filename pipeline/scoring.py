@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from pipeline.data.datamodule import PreparedSplit, eval_transform, pad_collate
-from pipeline.data.sources.base import IGNORE_INDEX, LINE
+from pipeline.labels import IGNORE_INDEX, LINE
 from pipeline.metrics import TOLERANCE_COUNTS, line_probability, ratio, tolerance_counts, tolerance_f1
 
 COUNTS = ("tp", "fp", "fn", *TOLERANCE_COUNTS)

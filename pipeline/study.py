@@ -6,8 +6,6 @@ baseline varies the model, augment the policy, loss the loss; the code is the sa
 from __future__ import annotations
 
 import copy
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,17 +85,9 @@ def run_study(variants: list[Variant], trainer: TrainerCfg, data: Path, logs: Pa
     winner = pick(rows, tolerance)
     chosen = next(v for v in variants if v.name == winner)
     save_model(fits[winner].module.model, out, describe(chosen.model, num_classes, fits[winner], variant=winner,
-                                                        train=chosen.train.model_dump(), cost_size=cost_size))
+                                                        train=chosen.train, cost_size=cost_size))
     return {"rule": RULE, "iou_tolerance": tolerance, "cost_size": cost_size, "winner": winner,
             "candidates": rows}
-
-
-def write_json(data: dict[str, Any], path: Path) -> None:
-    """Write JSON via a temporary file, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
 
 
 def continue_study(prev: Path, options: dict[str, TrainCfg], trainer: TrainerCfg, data: Path, logs: Path,
@@ -107,11 +97,9 @@ def continue_study(prev: Path, options: dict[str, TrainCfg], trainer: TrainerCfg
     Every option starts from the same weights and gets the same epochs, so the comparison
     is fair and cheaper than training each from scratch.
     """
-    model, meta = load_model(prev)
-    model_cfg = ModelCfg.model_validate(meta["model"])
-    variants = [Variant(name, model_cfg, train, init=model) for name, train in options.items()]
-    record = run_study(variants, trainer, data, logs, seed, meta.get("num_classes", 2),
-                       meta.get("cost_size", 256), tolerance, out, resume)
+    model, card = load_model(prev)
+    variants = [Variant(name, card.model, train, init=model) for name, train in options.items()]
+    record = run_study(variants, trainer, data, logs, seed, card.num_classes, card.cost_size, tolerance, out, resume)
     if record is None:  # not DDP rank 0
         return None
-    return {"start": {"model": str(prev), "variant": meta.get("variant"), "metrics": meta["metrics"]}, **record}
+    return {"start": {"model": str(prev), "variant": card.variant, "metrics": card.metrics}, **record}

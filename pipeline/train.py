@@ -23,6 +23,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from torch import nn
 from torchmetrics import Metric
 
+from pipeline.card import ModelCard
 from pipeline.config import ModelCfg, TrainCfg, TrainerCfg
 from pipeline.data.datamodule import SegmentationData
 from pipeline.errors import PipelineError
@@ -190,7 +191,7 @@ def _local_metrics(module: nn.Module) -> Iterator[None]:
             m.distributed_available_fn = fn
 
 
-def describe(model_cfg: ModelCfg, num_classes: int, result: FitResult, **extra: Any) -> dict[str, Any]:
-    """What model.json records of a trained model."""
-    return {"model": model_cfg.model_dump(), "num_classes": num_classes,
-            "threshold": result.threshold, "metrics": result.metrics, **extra}
+def describe(model_cfg: ModelCfg, num_classes: int, result: FitResult, **extra: Any) -> ModelCard:
+    """The model card of a trained model; `extra`: further ModelCard fields."""
+    return ModelCard(model=model_cfg, num_classes=num_classes, threshold=result.threshold,
+                     metrics=result.metrics, **extra)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bench.pldu import ROOT, load_config, steps_to_recover
-from bench.stats import paired_difference, summarise, table
+from bench.stats import paired_bca, paired_difference, summarise, table
 
 
 def counts(tp: list[int], fp: list[int], fn: list[int]) -> dict[str, list[int]]:
@@ -64,3 +64,25 @@ def test_summary_rows_and_table():
     assert rnd["recovered"] == 0 and hqs["steps_to_recover"] == [30, 30]
     text = table(summary)
     assert "| random | 0.50 |" in text and "never, never (90)" in text
+
+
+def test_bca_interval_excludes_zero_for_a_consistent_gain_and_pools_seeds():
+    rng = np.random.default_rng(1)
+    tp = rng.integers(50, 100, 20).tolist()
+    base, better = counts(tp, [30] * 20, [30] * 20), counts(tp, [10] * 20, [30] * 20)
+    out = paired_bca([better, better], [base, base], n_resamples=999)
+    pooled = (2 * sum(tp)) / (2 * sum(tp) + 2 * 200 + 2 * 600)  # the seeds' counts summed, then the IoU
+    assert out["mean"] == pytest.approx(pooled - (2 * sum(tp)) / (2 * sum(tp) + 2 * 600 + 2 * 600))
+    assert out["method"] == "BCa" and 0 < out["ci95"][0] < out["mean"] < out["ci95"][1]
+    flipped = paired_bca([base], [better], n_resamples=999)
+    assert flipped["ci95"][1] < 0
+
+
+def test_bca_pairs_images_by_id_not_by_position():
+    a = counts([10, 20, 30, 40], [1, 2, 3, 4], [4, 3, 2, 1])
+    shuffled = {key: list(reversed(value)) for key, value in a.items()}  # same images, other order
+    out = paired_bca([shuffled], [a], n_resamples=199)
+    assert out["mean"] == 0 and out["ci95"] == [0.0, 0.0]
+    missing = {key: value[:3] for key, value in a.items()}
+    with pytest.raises(ValueError, match="do not align"):
+        paired_bca([missing], [a], n_resamples=199)

@@ -15,8 +15,10 @@ from pipeline.artifact import save_model
 from pipeline.config import ModelCfg
 from pipeline.errors import DataError, PipelineError
 from pipeline.export import check_export, export_onnx
+from pipeline.inference.photos import predict_images
+from pipeline.inference.predictor import Predictor
+from pipeline.inference.route import input_images
 from pipeline.models import create_model
-from pipeline.predict import Predictor, input_images, predict_images
 from tests.conftest import ROOT
 
 

@@ -101,7 +101,7 @@ def test_peak_memory_runs_in_a_fresh_process(tmp_path, params):
     from pipeline.models import create_model
 
     model = create_model(ModelCfg.model_validate(params["model"]))
-    export_onnx(model, {"num_classes": 2}, tmp_path / "m.onnx", 64, 64)
+    export_onnx(model, {"model": {}, "num_classes": 2}, tmp_path / "m.onnx", 64, 64)
     onnx = peak_memory(tmp_path / "m.onnx", 64, 64, threads=1)
     assert 0 < onnx["loaded_mb"] <= onnx["peak_mb"]
     # the parent (this test process, with torch loaded) is far bigger; a figure inherited from

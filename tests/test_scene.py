@@ -19,10 +19,11 @@ from pipeline.artifact import save_model
 from pipeline.config import ModelCfg, PredictCfg
 from pipeline.errors import DataError, PipelineError
 from pipeline.export import export_onnx
+from pipeline.inference.predictor import Predictor
+from pipeline.inference.scene import NODATA, PROB_SCALE, predict_scene
+from pipeline.inference.scene_reader import is_scene
+from pipeline.inference.windows import ramp, window_starts
 from pipeline.models import create_model
-from pipeline.predict import Predictor
-from pipeline.scene import NODATA, PROB_SCALE, predict_scene, ramp, window_starts
-from pipeline.scene_reader import is_scene
 from tests.conftest import ROOT
 
 CRS = "EPSG:32633"
@@ -77,7 +78,7 @@ class DarkLines(nn.Module):
 def models(tmp_path_factory, params) -> dict[str, Path]:
     """ONNX files of the two hand-made nets, and the tiny smp model as a folder and as ONNX."""
     folder = tmp_path_factory.mktemp("scene_models")
-    meta = {"num_classes": 1, "threshold": 0.5, "normalisation": NORM}
+    meta = {"model": {}, "num_classes": 2, "threshold": 0.5, "normalisation": NORM}
     export_onnx(ConvNet().eval(), meta, folder / "conv.onnx", 64, 64)
     export_onnx(DarkLines().eval(), meta, folder / "dark.onnx", 64, 64)
     torch.manual_seed(0)

@@ -12,7 +12,7 @@ import rasterio
 import shapely
 from rasterio.transform import from_origin
 
-from pipeline.vectorise import trace, vectorise
+from pipeline.inference.vectorise import trace, vectorise
 
 TRANSFORM = from_origin(500_000.0, 6_000_000.0, 0.5, 0.5)
 

@@ -16,9 +16,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from pipeline.config import PAD_MULTIPLE, TrainCfg
-from pipeline.data.sources.base import IGNORE_INDEX, LINE
+from pipeline.labels import IGNORE_INDEX, LINE
 from pipeline.errors import PipelineError
-from pipeline.models import NORMALISATION
+from pipeline.card import NORMALISATION
 from pipeline.resume import epoch_seed
 
 

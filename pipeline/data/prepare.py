@@ -14,13 +14,12 @@ from tqdm import tqdm
 
 from pipeline.config import BaseCfg, PrepareCfg
 from pipeline.data.sources import Sample, Source, create_source
-from pipeline.data.sources.base import BACKGROUND, IGNORE_INDEX, LINE, TOWER
 from pipeline.data.sources.pld_uav import read_split_file
 from pipeline.errors import DataError, PipelineError
+from pipeline.labels import BACKGROUND, CLASS_NAMES, IGNORE_INDEX, TOWER
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
-CLASS_NAMES = {BACKGROUND: "background", LINE: "line", TOWER: "tower", IGNORE_INDEX: "ignore"}
 
 
 def assign_splits(source: Source, keys: list[str], cfg: PrepareCfg, seed: int) -> dict[str, str]:
@@ -139,7 +138,7 @@ def _manifest(cfg: PrepareCfg, base: BaseCfg, entries, skipped, unassigned: int)
         "root": cfg.root,
         "seed": base.seed,
         "classes": ["background", "line", "tower"][: base.num_classes],
-        "ignore_index": base.ignore_index,
+        "ignore_index": IGNORE_INDEX,
         "splits": splits,
         "skipped": {"count": len(skipped), "errors": skipped},
         # kept on purpose (they teach "no line here"), but counted: many of them hint at a

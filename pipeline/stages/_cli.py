@@ -1,16 +1,15 @@
-"""What every stage's main() shares: argument parsing basics and one-line user errors."""
+"""What every stage's main() shares: argument parsing basics (the error runner: pipeline.cli)."""
 
 from __future__ import annotations
 
 import argparse
-import logging
-import signal
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.errors import PipelineError, one_line
+from pipeline.cli import run
+
+__all__ = ["add_paths", "add_resume", "parser", "resume_store", "run", "study_main"]
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -45,50 +44,15 @@ def resume_store(folder: Path | None, stage: str, *sections: BaseModel) -> Resum
     return ResumeStore(folder, stage, {type(s).__name__: s.model_dump() for s in sections})
 
 
-OOM_ADVICE = ("lower train.batch_size / train.eval_batch_size or train.crop_size (or trainer.precision: "
-              "16-mixed on a GPU)")
-
-
-def is_out_of_memory(err: BaseException) -> bool:
-    """True for PyTorch's CPU and CUDA allocator failures (torch.OutOfMemoryError is a
-    RuntimeError saying "out of memory") and Python's MemoryError."""
-    text = str(err)
-    return isinstance(err, MemoryError) or "out of memory" in text or "can't allocate memory" in text
-
-
-def run(body: Callable[[], object]) -> None:
-    """Run a stage body; a PipelineError becomes one line on stderr and exit status 1, and
-    so does running out of memory, with advice instead of the allocator's message."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        body()
-    except SystemExit as err:
-        # Lightning turns SIGTERM into its SIGTERMException at the next batch: a SystemExit
-        # with status 0, which DVC would take for success. (Named, not imported: importing
-        # Lightning costs 3 s, too much for every stage's --help.)
-        if type(err).__name__ != "SIGTERMException":
-            raise
-        print("error: stopped by SIGTERM; finished epochs are kept: run the stage (dvc repro) again to resume",
-              file=sys.stderr)
-        sys.exit(128 + signal.SIGTERM)
-    except PipelineError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
-    except (MemoryError, RuntimeError) as err:
-        if not is_out_of_memory(err):
-            raise
-        print(f"error: out of memory ({one_line(err, 120)}); {OOM_ADVICE}", file=sys.stderr)
-        sys.exit(1)
-
-
 def study_main(doc: str, stage: str, train_for: Callable, defaults: dict[str, str],
                argv: list[str] | None = None) -> None:
     """main() of a study stage (augment, loss): train the input model further with each
     option of `params[stage]`, keep the best; `train_for(train, cfg, name)` makes an
     option's TrainCfg."""
+    from pipeline.artifact import write_json
     from pipeline.params import load_sections
     from pipeline.plots import study_bars
-    from pipeline.study import continue_study, write_json
+    from pipeline.study import continue_study
 
     p = parser(doc)
     for name in ("data", "model", "out", "report", "plot", "logs"):

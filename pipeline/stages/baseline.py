@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipeline.artifact import write_json
 from pipeline.config import ModelCfg
 from pipeline.params import load_sections, parse_section
 from pipeline.plots import iou_vs_gmacs
 from pipeline.stages._cli import add_resume, parser, resume_store, run
-from pipeline.study import Variant, run_study, write_json
+from pipeline.study import Variant, run_study
 
 
 def candidate_name(cfg: ModelCfg, overrides: dict) -> str:

@@ -11,12 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.artifact import load_model, write_json
 from pipeline.data.datamodule import PreparedSplit, eval_transform, pad_collate
 from pipeline.export import check_export, export_onnx
 from pipeline.params import load_sections
-from pipeline.pruning.artifact import load_pruned
 from pipeline.stages._cli import add_paths, parser, run
-from pipeline.study import write_json
 
 
 def check_inputs(data: Path, count: int) -> list[np.ndarray]:
@@ -35,13 +34,13 @@ def main(argv: list[str] | None = None) -> None:
 
     def body() -> None:
         (cfg,) = load_sections(args.params, "export")
-        model, meta = load_pruned(args.model)
+        model, card = load_model(args.model)
         images = check_inputs(args.data, cfg.check_images)
         height, width = images[0].shape[1:]
-        export_onnx(model, meta, args.out, height, width, cfg.opset)
+        export_onnx(model, card, args.out, height, width, cfg.opset)
         diff = check_export(model, args.out, images, cfg.max_abs_diff)
         record = {"model": str(args.model), "onnx": str(args.out), "opset": cfg.opset, "check_images": len(images),
-                  "max_abs_diff": diff, "bytes": args.out.stat().st_size, "threshold": meta.get("threshold")}
+                  "max_abs_diff": diff, "bytes": args.out.stat().st_size, "threshold": card.threshold}
         write_json(record, args.report)
         print(f"{args.out}: opset {cfg.opset}, max |ONNX Runtime - PyTorch| = {diff:.2e} on {len(images)} test images")
 

@@ -6,11 +6,11 @@ on top of `finetune.epochs`. `finetune.distill: logit` distils from the dense mo
 
 from __future__ import annotations
 
+from pipeline.artifact import write_json
 from pipeline.params import load_sections
 from pipeline.pruning.artifact import PRUNED, save_pruned
 from pipeline.pruning.run import finetune
 from pipeline.stages._cli import add_paths, add_resume, parser, resume_store, run
-from pipeline.study import write_json
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from dvclive import Live
 
+from pipeline.artifact import write_json
 from pipeline.errors import PipelineError
 from pipeline.params import load_sections
 from pipeline.pruning.artifact import PRUNED, save_pruned
 from pipeline.pruning.registry import method_names
 from pipeline.pruning.run import prune
 from pipeline.stages._cli import add_paths, add_resume, parser, resume_store, run
-from pipeline.study import write_json
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,7 +13,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from pipeline.artifact import load_meta, save_model
+from pipeline.artifact import load_card, save_model, write_json
 from pipeline.config import ModelCfg
 from pipeline.models import create_model
 from pipeline.params import load_sections
@@ -24,7 +24,6 @@ from pipeline.report.figures import channels_per_layer, pareto, prediction_panel
 from pipeline.report.render import model_table, prune_notes, to_html
 from pipeline.report.timing import DENSE, measure_models, speed_notes
 from pipeline.stages._cli import add_paths, parser, run
-from pipeline.study import write_json
 
 STAGES = ("baseline", "augment", "loss", "prune", "finetune")
 
@@ -109,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
         folders = {DENSE: args.checkpoints / "dense",
                    **{run: args.checkpoints / "final" / run for run in records["finetune"]}}
         with tempfile.TemporaryDirectory(prefix="report-networks-") as tmp:
-            num_classes = load_meta(folders[DENSE]).get("num_classes", 2)
+            num_classes = load_card(folders[DENSE]).num_classes
             speed = measure_models({**folders, **other_networks(rows, Path(tmp), num_classes)}, size, cfg)
         attach_speed(rows, speed)
         sections = figure_sections(rows, records, folders, args, cfg.panel_images, export.model)

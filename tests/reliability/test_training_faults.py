@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
+from pipeline.cli import run
 from pipeline.config import ModelCfg, TrainCfg, TrainerCfg
 from pipeline.errors import PipelineError
 from pipeline.models import create_model
 from pipeline.resume import ResumeStore
-from pipeline.stages._cli import run
 from pipeline.train import fit
 
 

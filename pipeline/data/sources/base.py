@@ -9,9 +9,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from pipeline.errors import DataError
+from pipeline.labels import BACKGROUND, IGNORE_INDEX, LINE, TOWER
 
-BACKGROUND, LINE, TOWER = 0, 1, 2
-IGNORE_INDEX = 255  # void / unlabelled pixels: every loss and metric skips them
+__all__ = ["BACKGROUND", "IGNORE_INDEX", "LINE", "TOWER", "Sample", "Source", "validate_sample"]
 
 
 @dataclass
