@@ -27,7 +27,6 @@ from pipeline.config import FinetuneCfg, ModelCfg, PruneCfg, Strict, TrainCfg, T
 from pipeline.data.prepare import prepare
 from pipeline.measure import macs_and_params
 from pipeline.params import SECTIONS, load_params, parse_section
-from pipeline.pruning.artifact import PRUNED, save_pruned
 from pipeline.pruning.registry import method_names
 from pipeline.pruning.run import finetune, prune
 from pipeline.report.collect import dvclive_curve
@@ -65,7 +64,7 @@ def dense_run(sections: dict[str, Any], data: Path, folder: Path, seed: int) -> 
     result = fit(model_cfg, train, sections["trainer"], data, folder / "logs", seed, sections["base"].num_classes)
     size = train.crop_size
     save_model(result.module.model, folder / "model", describe(model_cfg, sections["base"].num_classes, result,
-                                                               train=train.model_dump(), cost_size=size))
+                                                               train=train, cost_size=size))
     macs, params = macs_and_params(result.module.model, size)
     epochs = len(dvclive_curve(folder / "logs", "val/iou"))
     record = {"seed": seed, "metrics": result.metrics, "threshold": result.threshold, "epochs": epochs,
@@ -94,11 +93,11 @@ def pruned_run(sections: dict[str, Any], bench: BenchCfg, data: Path, work: Path
     dense_folder = work / f"seed{seed}" / "dense" / "model"
     prune_cfg: PruneCfg = sections["prune"]
     trainer: TrainerCfg = sections["trainer"]
-    pruned, meta, record = prune(dense_folder, data, method, target, prune_cfg, trainer, seed, folder / "prune-logs")
-    after_counts = split_counts(pruned, data, meta["threshold"])
-    save_pruned(pruned, folder / "pruned", meta, record[PRUNED])
+    pruned, card, record = prune(dense_folder, data, method, target, prune_cfg, trainer, seed, folder / "prune-logs")
+    after_counts = split_counts(pruned, data, card.threshold)
+    save_model(pruned, folder / "pruned", card)
     finetune_cfg: FinetuneCfg = sections["finetune"]
-    model, final_meta, final = finetune(folder / "pruned", dense_folder, data, finetune_cfg, trainer, seed,
+    model, final_card, final = finetune(folder / "pruned", dense_folder, data, finetune_cfg, trainer, seed,
                                         folder / "finetune-logs")
     curve = dvclive_curve(folder / "finetune-logs", "val/iou")
     goal = dense["metrics"]["val/iou"] - bench.within
@@ -109,7 +108,7 @@ def pruned_run(sections: dict[str, Any], bench: BenchCfg, data: Path, work: Path
         "steps_per_epoch": (curve[0][0] + 1) if curve else None, "val_curve": curve,
         "steps_to_recover": steps_to_recover(record["after_removal"]["val/iou"], curve, goal),
         "saliency_gap": record.get("templates", {}).get("saliency_gap"),
-        "after_counts": after_counts, "final_counts": split_counts(model, data, final_meta["threshold"]),
+        "after_counts": after_counts, "final_counts": split_counts(model, data, final_card.threshold),
         "seconds": time.time() - started,
     }
     write_json(result, record_path)

@@ -12,7 +12,7 @@ import json
 import os
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from pydantic import ValidationError
@@ -21,6 +21,9 @@ from torch import nn
 from pipeline.card import ModelCard
 from pipeline.errors import PipelineError, one_line
 from pipeline.models import create_model
+
+if TYPE_CHECKING:
+    import torch_pruning as tp
 
 WEIGHTS, META = "model.pt", "model.json"
 TRACE_SIZE = 64  # any input size the architecture accepts: channel counts do not depend on it
@@ -74,7 +77,8 @@ def load_model(folder: Path) -> tuple[nn.Module, ModelCard]:
     return model, card
 
 
-def remove_channels(model: nn.Module, removed: dict[str, list[int]], dg: Any = None) -> nn.Module:
+def remove_channels(model: nn.Module, removed: dict[str, list[int]], dg: tp.DependencyGraph | None = None
+                    ) -> nn.Module:
     """Remove channels `removed[root]` of each dependency group, named by its root conv, with
     Torch-Pruning (`get_pruning_group(...).prune()`): every coupled layer shrinks with them."""
     import torch_pruning as tp  # only pruned models need it

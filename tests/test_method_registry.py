@@ -13,14 +13,13 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.artifact import save_model
+from pipeline.artifact import load_model, save_model
 from pipeline.config import ModelCfg, PruneCfg, SweepCfg, TrainCfg, TrainerCfg
 from pipeline.errors import PipelineError
 from pipeline.measure import macs_and_params
 from pipeline.models import create_model
 from pipeline.params import parse_section
 from pipeline.pruning import registry
-from pipeline.pruning.artifact import PRUNED, load_pruned, save_pruned
 from pipeline.pruning.hqs_l0 import keep_by_score
 from pipeline.pruning.method import Method, PruneContext
 from pipeline.pruning.run import prune
@@ -53,12 +52,13 @@ def prune_and_reload(method: str, dense: Path, data: Path, params: dict, tmp_pat
     """Prune `dense` by `method` (1 sparsification epoch), save, load back; the record."""
     cfg = PruneCfg.model_validate({**params["prune"], "epochs": 1, **blocks})
     trainer = TrainerCfg.model_validate(params["trainer"])
-    model, meta, record = prune(dense, data, method, TARGET, cfg, trainer, 0, tmp_path / "logs")
-    save_pruned(model, tmp_path / "pruned", meta, record[PRUNED])
+    model, card, record = prune(dense, data, method, TARGET, cfg, trainer, 0, tmp_path / "logs")
+    assert card.pruned_channels == record["pruned_channels"]
+    save_model(model, tmp_path / "pruned", card)
     assert set(torch.load(tmp_path / "pruned" / "model.pt", weights_only=True)) == set(model.state_dict())
-    loaded, _ = load_pruned(tmp_path / "pruned")
+    loaded, _ = load_model(tmp_path / "pruned")
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())
-    dense_macs = macs_and_params(load_pruned(dense)[0], 64)[0]
+    dense_macs = macs_and_params(load_model(dense)[0], 64)[0]
     assert abs((1 - macs_and_params(loaded, 64)[0] / dense_macs) - TARGET) <= 0.02
     return record
 

@@ -22,7 +22,8 @@ from tests.test_scene import NORM, ConvNet, texture
 def conv_onnx(tmp_path_factory) -> Path:
     """The random conv net of the scene tests (receptive field < 16 px), as ONNX."""
     path = tmp_path_factory.mktemp("photo_model") / "conv.onnx"
-    export_onnx(ConvNet().eval(), {"model": {}, "num_classes": 2, "threshold": 0.5, "normalisation": NORM}, path, 64, 64)
+    card = {"model": {}, "num_classes": 2, "threshold": 0.5, "normalisation": NORM}
+    export_onnx(ConvNet().eval(), card, path, 64, 64)
     return path
 
 

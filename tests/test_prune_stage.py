@@ -11,13 +11,12 @@ import torch
 import yaml
 from torch import nn
 
-from pipeline.artifact import save_model
+from pipeline.artifact import load_model, save_model
 from pipeline.config import ModelCfg, SweepCfg, TrainCfg
 from pipeline.errors import PipelineError
 from pipeline.losses import Distiller
 from pipeline.measure import macs_and_params
 from pipeline.models import create_model
-from pipeline.pruning.artifact import load_pruned
 from pipeline.pruning.methods import (
     HqsSparsifier,
     ImportanceMethod,
@@ -159,7 +158,7 @@ def test_prune_then_finetune_stages(method, dense, tiny_data, params, tmp_path):
     assert abs(record["achieved_reduction"] - 0.5) <= 0.02
     assert ("templates" in record) == (method == "hqs_l0")
     assert any(kept < n for n, kept in record["channels"].values())
-    model, meta = load_pruned(out)
+    model, meta = load_model(out)
     assert macs_and_params(model, 64)[0] / 1e9 == pytest.approx(record["pruned"]["gmacs"])
 
     finetune.main(["--params", str(path), "--model", str(out), "--dense", str(dense), "--data", str(tiny_data),
@@ -168,7 +167,7 @@ def test_prune_then_finetune_stages(method, dense, tiny_data, params, tmp_path):
     done = json.loads((tmp_path / "final.json").read_text())
     # equal budgets: the one-shot method gets the sparsification epochs as extra fine-tuning
     assert done["epochs"] == params["finetune"]["epochs"] + (params["prune"]["epochs"] if method == "magnitude" else 0)
-    final, _ = load_pruned(tmp_path / "final")
+    final, _ = load_model(tmp_path / "final")
     assert macs_and_params(final, 64)[0] == macs_and_params(model, 64)[0]
 
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
+from pipeline.artifact import load_model, save_model
 from pipeline.config import ModelCfg
 from pipeline.measure import macs_and_params
 from pipeline.models import create_model
-from pipeline.pruning.artifact import load_pruned, save_pruned
 from pipeline.pruning.hqs_l0 import HqsL0, geometric, hard_threshold, lambda_for_target, proximal
 from pipeline.pruning.templates import Templates, attach_templates, fold_and_remove, removed_channels, round_keep
 
@@ -320,9 +320,10 @@ def test_a_pruned_model_saves_as_channels_and_tensors_and_loads_back(tmp_path):
     keep = templates.split(round_keep(torch.rand(templates.entries) > 0.5, torch.rand(templates.entries),
                                       [g.size for g in templates.groups]))
     pruned = fold_and_remove(model, templates, keep)
-    save_pruned(pruned, tmp_path, {"model": cfg.model_dump(), "num_classes": 2}, removed_channels(keep))
-    loaded, meta = load_pruned(tmp_path)
-    assert meta["pruned_channels"] == removed_channels(keep)
+    save_model(pruned, tmp_path, {"model": cfg.model_dump(), "num_classes": 2,
+                                  "pruned_channels": removed_channels(keep)})
+    loaded, card = load_model(tmp_path)
+    assert card.pruned_channels == removed_channels(keep)
     with torch.no_grad():
         assert torch.equal(loaded.eval()(x), pruned.eval()(x))
 

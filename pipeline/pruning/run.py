@@ -9,13 +9,14 @@ import lightning as L
 import torch
 from torch import nn
 
-from pipeline.config import FinetuneCfg, ModelCfg, PruneCfg, TrainCfg, TrainerCfg
+from pipeline.artifact import load_model
+from pipeline.card import ModelCard
+from pipeline.config import FinetuneCfg, PruneCfg, TrainCfg, TrainerCfg
 from pipeline.data.datamodule import SegmentationData
 from pipeline.errors import PipelineError
 from pipeline.losses import Distiller
 from pipeline.measure import macs_and_params
 from pipeline.module import SegmentationModule
-from pipeline.pruning.artifact import PRUNED, load_pruned
 from pipeline.pruning.method import PruneContext, calibration_loader
 from pipeline.pruning.methods import saliency_gap
 from pipeline.pruning.registry import create_method
@@ -29,28 +30,28 @@ def conv_channels(model: nn.Module) -> dict[str, int]:
     return {name: m.out_channels for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
 
 
-def sparsify_train_cfg(meta: dict[str, Any], cfg: PruneCfg) -> TrainCfg:
+def sparsify_train_cfg(card: ModelCard, cfg: PruneCfg) -> TrainCfg:
     """The dense model's training config with the sparsification budget: constant lr (the
     proximal pull is scaled by it), no early stopping."""
-    return TrainCfg.model_validate({**meta.get("train", {}), "epochs": cfg.epochs, "lr": cfg.lr,
-                                    "scheduler": "none", "early_stopping_patience": 0})
+    trained = card.train.model_dump() if card.train else {}
+    return TrainCfg.model_validate({**trained, "epochs": cfg.epochs, "lr": cfg.lr, "scheduler": "none",
+                                    "early_stopping_patience": 0})
 
 
 def prune(dense: Path, data: Path, method: str, macs_reduction: float, cfg: PruneCfg, trainer: TrainerCfg,
           seed: int, logs: Path, resume: ResumeStore | None = None
-          ) -> tuple[nn.Module, dict[str, Any], dict[str, Any]] | None:
+          ) -> tuple[nn.Module, ModelCard, dict[str, Any]] | None:
     """Prune the model in `dense` by `method` until its MACs fall by `macs_reduction`.
 
-    Returns (pruned model, its model.json, the stage record), or None on DDP ranks other
+    Returns (pruned model, its model card, the stage record), or None on DDP ranks other
     than 0 (they help train, rank 0 writes).
     """
     chosen = create_method(method, cfg.method_options(method))
-    model, meta = load_pruned(dense)
-    if meta.get(PRUNED):
+    model, card = load_model(dense)
+    if card.pruned_channels:
         raise PipelineError(f"{dense}: this model is already pruned; prune the dense model it came from")
-    model_cfg, num_classes = ModelCfg.model_validate(meta["model"]), meta.get("num_classes", 2)
-    size = meta.get("cost_size", 256)
-    train = sparsify_train_cfg(meta, cfg)
+    model_cfg, num_classes, size = card.model, card.num_classes, card.cost_size
+    train = sparsify_train_cfg(card, cfg)
     dense_macs, dense_params = macs_and_params(model, size)
     dense_channels = conv_channels(model)
     L.seed_everything(seed, workers=True)
@@ -73,45 +74,45 @@ def prune(dense: Path, data: Path, method: str, macs_reduction: float, cfg: Prun
     record = {
         "method": method, "macs_reduction": macs_reduction, "achieved_reduction": 1 - macs / dense_macs,
         "sparsify_epochs": cfg.epochs if chosen.trains else 0, "budget_epochs": cfg.epochs,
-        "dense": {"gmacs": dense_macs / 1e9, "mparams": dense_params / 1e6, **meta.get("metrics", {})},
+        "dense": {"gmacs": dense_macs / 1e9, "mparams": dense_params / 1e6, **card.metrics},
         "pruned": {"gmacs": macs / 1e9, "mparams": params / 1e6},
         "after_removal": after.metrics, "cost_size": size,
         "channels": {name: [n, kept] for (name, n), kept in zip(dense_channels.items(),
                                                                  conv_channels(pruned).values(), strict=True)},
-        PRUNED: removed,
+        "pruned_channels": removed,
     }
     if effective is not None:  # the template magnitudes the decision was made on, before any threshold
         record["templates"] = {"effective": [round(float(e), 6) for e in effective],
                                "kept": keep.tolist(), "saliency_gap": saliency_gap(effective, keep)}
-    pruned_meta = {**meta, "threshold": after.threshold, "metrics": after.metrics, "method": method,
-                   "macs_reduction": macs_reduction, "sparsify_epochs": record["sparsify_epochs"],
-                   "budget_epochs": cfg.epochs}
-    return pruned, pruned_meta, record
+    pruned_card = card.updated(threshold=after.threshold, metrics=after.metrics, method=method,
+                               macs_reduction=macs_reduction, sparsify_epochs=record["sparsify_epochs"],
+                               budget_epochs=cfg.epochs, pruned_channels=removed)
+    return pruned, pruned_card, record
 
 
 def finetune(pruned: Path, dense: Path, data: Path, cfg: FinetuneCfg, trainer: TrainerCfg, seed: int,
-             logs: Path, resume: ResumeStore | None = None) -> tuple[nn.Module, dict[str, Any], dict[str, Any]] | None:
+             logs: Path, resume: ResumeStore | None = None) -> tuple[nn.Module, ModelCard, dict[str, Any]] | None:
     """Train a pruned model with the dense model's loss and crops to recover accuracy.
 
     Equal budgets: a method that spent fewer than `budget_epochs` sparsifying (the one-shot
     ones spend none) gets the difference as extra epochs here. With `distill: logit` the
     dense model in `dense` is the teacher. None on DDP ranks other than 0.
     """
-    model, meta = load_pruned(pruned)
-    extra = meta.get("budget_epochs", 0) - meta.get("sparsify_epochs", 0)
-    train = TrainCfg.model_validate({**meta.get("train", {}), "epochs": cfg.epochs + extra, "lr": cfg.lr})
+    model, card = load_model(pruned)
+    extra = card.budget_epochs - card.sparsify_epochs
+    trained = card.train.model_dump() if card.train else {}
+    train = TrainCfg.model_validate({**trained, "epochs": cfg.epochs + extra, "lr": cfg.lr})
     options = {}
     if cfg.distill == "logit":
-        teacher, _ = load_pruned(dense)
+        teacher, _ = load_model(dense)
         options["teacher"] = Distiller(teacher, cfg.distill_weight, cfg.distill_temperature)
-    model_cfg, num_classes = ModelCfg.model_validate(meta["model"]), meta.get("num_classes", 2)
-    result = fit(model_cfg, train, trainer, data, logs, seed, num_classes, model=model, resume=resume, **options)
+    result = fit(card.model, train, trainer, data, logs, seed, card.num_classes, model=model, resume=resume,
+                 **options)
     if result is None:
         return None
-    size = meta.get("cost_size", 256)
-    macs, params = macs_and_params(result.module.model, size)
+    macs, params = macs_and_params(result.module.model, card.cost_size)
     row = {**result.metrics, "gmacs": macs / 1e9, "mparams": params / 1e6, "threshold": result.threshold}
-    record = {"method": meta.get("method"), "macs_reduction": meta.get("macs_reduction"), "epochs": train.epochs,
-              "extra_epochs": extra, "distill": cfg.distill, "after_removal": meta.get("metrics", {}), "final": row}
-    return result.module.model, {**meta, "threshold": result.threshold, "metrics": result.metrics,
-                                 "finetune_epochs": train.epochs}, record
+    record = {"method": card.method, "macs_reduction": card.macs_reduction, "epochs": train.epochs,
+              "extra_epochs": extra, "distill": cfg.distill, "after_removal": card.metrics, "final": row}
+    return result.module.model, card.updated(threshold=result.threshold, metrics=result.metrics,
+                                             finetune_epochs=train.epochs), record

@@ -29,6 +29,8 @@ import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 
+from pipeline.artifact import remove_channels
+
 _PASS_THROUGH = (tp.ops._ElementWiseOp, tp.ops._ConcatOp, tp.ops._SplitOp)  # ops that keep 0 at 0
 
 
@@ -285,12 +287,3 @@ def fold_and_remove(model: nn.Module, templates: Templates, keep: dict[str, Tens
 def removed_channels(keep: dict[str, Tensor]) -> dict[str, list[int]]:
     """{group root: channel indices to remove}, the channel configuration a pruned model is saved with."""
     return {name: (~mask).nonzero().flatten().tolist() for name, mask in keep.items() if not mask.all()}
-
-
-def remove_channels(model: nn.Module, removed: dict[str, list[int]], dg: tp.DependencyGraph) -> nn.Module:
-    """Remove channels `removed[root]` of each dependency group, named by its root conv, with
-    Torch-Pruning (`get_pruning_group(...).prune()`): every coupled layer shrinks with them."""
-    for name, drop in removed.items():
-        root = model.get_submodule(name)
-        dg.get_pruning_group(root, dg.get_pruner_of_module(root).prune_out_channels, drop).prune()
-    return model

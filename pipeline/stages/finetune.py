@@ -6,9 +6,8 @@ on top of `finetune.epochs`. `finetune.distill: logit` distils from the dense mo
 
 from __future__ import annotations
 
-from pipeline.artifact import write_json
+from pipeline.artifact import save_model, write_json
 from pipeline.params import load_sections
-from pipeline.pruning.artifact import PRUNED, save_pruned
 from pipeline.pruning.run import finetune
 from pipeline.stages._cli import add_paths, add_resume, parser, resume_store, run
 
@@ -30,8 +29,8 @@ def main(argv: list[str] | None = None) -> None:
         done = finetune(args.model, args.dense, args.data, cfg, trainer, base.seed, args.logs, resume)
         if done is None:  # a DDP rank other than 0: rank 0 writes the outputs
             return
-        model, meta, record = done
-        save_pruned(model, args.out, meta, meta[PRUNED])
+        model, card, record = done
+        save_model(model, args.out, card)
         write_json(record, args.report)
         resume.clear()
         print(f"{record['method']}: test IoU {record['after_removal'].get('test/iou', 0):.3f} after removal -> "

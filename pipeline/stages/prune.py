@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from dvclive import Live
 
-from pipeline.artifact import write_json
+from pipeline.artifact import save_model, write_json
 from pipeline.errors import PipelineError
 from pipeline.params import load_sections
-from pipeline.pruning.artifact import PRUNED, save_pruned
 from pipeline.pruning.registry import method_names
 from pipeline.pruning.run import prune
 from pipeline.stages._cli import add_paths, add_resume, parser, resume_store, run
@@ -40,12 +39,12 @@ def main(argv: list[str] | None = None) -> None:
                      resume)
         if done is None:  # a DDP rank other than 0: rank 0 writes the outputs
             return
-        pruned, meta, record = done
+        pruned, card, record = done
         if not args.logs.exists():  # one-shot methods train nothing: their curve is one point, after removal
             with Live(str(args.logs), save_dvc_exp=False, dvcyaml=False) as live:
                 for name, value in record["after_removal"].items():
                     live.log_metric(name, value)
-        save_pruned(pruned, args.out, meta, record[PRUNED])
+        save_model(pruned, args.out, card)
         write_json(record, args.report)
         resume.clear()
         after = record["after_removal"]
