@@ -6,7 +6,8 @@
 
 params.yaml is rewritten with a round-trip YAML writer: its comments, key order and layout
 stay, only the values the preset sets change. `--undo FILE` also writes the way back: a
-preset of the values this one replaced, with `!unset` for the keys it added.
+preset of the values this one replaced, with `!unset` for the keys it added (a key removed
+by `!unset` and put back again returns at the end of its section).
 """
 
 from __future__ import annotations
@@ -151,7 +152,7 @@ def overlay(target: CommentedMap, overrides: CommentedMap, undo: CommentedMap) -
                 keys = list(target)
                 undo[key] = old
                 _note_comment(target, overrides, key, undo)
-                if len(keys) > 1:
+                if keys.index(key) > 0:  # the lines after it now follow the key before it
                     _move_tail(target, key, keys[keys.index(key) - 1])
                 del target[key]
         elif isinstance(value, dict) and isinstance(old, dict):
