@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import copy
 import io
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from ruamel.yaml.error import CommentMark
 from ruamel.yaml.error import YAMLError as RoundTripError
 from ruamel.yaml.tokens import CommentToken
 
+from pipeline.cli import run
 from pipeline.errors import PipelineError, one_line
 from pipeline.params import UniqueKeyLoader, load_params, validate_params
 
@@ -198,11 +198,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.add_argument("--undo", type=Path, help="also write the preset that puts params back as they were")
     args = p.parse_args(argv)
-    try:
-        apply_preset(args.preset, args.params, args.undo)
-    except PipelineError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+    run(lambda: apply_preset(args.preset, args.params, args.undo))
     print(f"{args.params}: applied {args.preset}" + (f" (the way back: {args.undo})" if args.undo else ""))
 
 
