@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 import yaml
 
 from pipeline.config import BaseCfg, PrepareCfg
@@ -43,6 +42,8 @@ def _share_cores() -> None:
     2 workers of 2 threads each on 2 cores would fight over them."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
+        import torch  # here: the controlling process and -n 0 runs need no torch for this
+
         threads = max(1, (os.cpu_count() or 1) // workers)
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))
         torch.set_num_threads(threads)
