@@ -62,7 +62,9 @@ class GeotiffCfg(Strict):
 class PrepareCfg(Strict):
     source: Literal["synthetic", "pld-uav", "ttpla", "folder", "geotiff"] = "synthetic"
     root: str = "pipeline/data/sources/synthetic.py"
-    split_file: str | None = None  # key -> split; pld-uav uses data/splits/pldu.json
+    # key -> split JSON; null: the source's own split (pld-uav: data/splits/pldu.json if the ids
+    # are its ids) or a random one by val_fraction / test_fraction
+    split_file: str | None = None
     val_fraction: float = Field(0.15, ge=0, lt=1)
     test_fraction: float = Field(0.15, ge=0, lt=1)
     skip_bad: bool = False

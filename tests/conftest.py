@@ -1,7 +1,11 @@
-"""Shared fixtures: tiny CPU configs, a tiny prepared data set, the real-data location."""
+"""Shared fixtures: tiny CPU configs, a tiny prepared data set, the real-data location.
+
+The suite runs on every core (pytest-xdist, `--dist loadgroup` in pyproject.toml); tests
+sharing an expensive fixture run on one worker (SHARED_FIXTURES)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -17,6 +21,35 @@ from pipeline.preset import apply_preset, merge
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"
+
+
+# fixture -> xdist group: its tests run on one worker, so the fixture is built once there, and
+# tests that change the shared project and put it back (reset_project) never race
+SHARED_FIXTURES = {"tiny_project": "tiny_project", "uninterrupted": "interruption"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Put the tests of each shared fixture into its xdist group."""
+    for item in items:
+        for fixture, group in SHARED_FIXTURES.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.xdist_group(group))
+
+
+def _share_cores() -> None:
+    """Under xdist, each worker (and the stages it starts) gets its share of the cores:
+    2 workers of 2 threads each on 2 cores would fight over them."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch  # here: the controlling process and -n 0 runs need no torch for this
+
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+        torch.set_num_threads(threads)
+
+
+_share_cores()
 
 
 def tiny_params() -> dict:

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import filecmp
 import json
+import logging
 from pathlib import Path
 
 import pytest
 
 from pipeline.config import BaseCfg, PrepareCfg
-from pipeline.data.prepare import assign_splits, prepare
-from tests.builders import write_folder
+from pipeline.data.prepare import SPLITS, assign_splits, prepare
+from pipeline.errors import DataError
+from tests.builders import encode, line_mask, mat_bytes, rgb_array, write, write_folder
 from tests.conftest import ROOT, require_shared
 
 
@@ -75,3 +77,41 @@ def test_pldu_prepares_with_the_committed_split(tmp_path):
         assert {f["name"] for f in manifest["files"] if f["split"] == name} == set(split[name])
     orientations = {(f["height"], f["width"]) for f in manifest["files"]}
     assert orientations == {(540, 360), (360, 540)}
+
+
+def pldu_format(root: Path, train_ids: range, test_ids: range) -> Path:
+    """A folder in PLD-UAV's layout (train/, train_gt/, test/, test_gt/) of tiny pairs."""
+    for subset, ids in (("train", train_ids), ("test", test_ids)):
+        for i in ids:
+            write(root / subset / f"{i}.jpg", encode(rgb_array(), "JPEG"))
+            write(root / f"{subset}_gt" / f"{i}.mat", mat_bytes(line_mask()))
+    return root
+
+
+def split_of(manifest: dict) -> dict[str, str]:
+    return {f["name"]: f["split"] for f in manifest["files"]}
+
+
+def test_another_pldu_folder_gets_a_seeded_random_split_and_says_so(tmp_path, caplog):
+    root = pldu_format(tmp_path / "full", train_ids=range(1000, 1014), test_ids=range(1, 7))
+    cfg = PrepareCfg(source="pld-uav", root=str(root), val_fraction=0.2, test_fraction=0.2)  # split_file: null
+    with caplog.at_level(logging.INFO, logger="pipeline.data"):
+        first = prepare(cfg, BaseCfg(seed=0), tmp_path / "a")
+    said = [r.getMessage() for r in caplog.records if "split" in r.getMessage()]
+    assert len(said) == 1 and "its 20 image ids are not those of data/splits/pldu.json: a random split" in said[0]
+    assert {s: first["splits"][s]["images"] for s in SPLITS} == {"train": 12, "val": 4, "test": 4}
+    again, other = prepare(cfg, BaseCfg(seed=0), tmp_path / "b"), prepare(cfg, BaseCfg(seed=1), tmp_path / "c")
+    assert split_of(again) == split_of(first)
+    assert split_of(other) != split_of(first)  # control: the seed decides
+
+
+def test_a_split_file_names_existing_items_and_leaves_the_others_out(tmp_path):
+    root = write_folder(tmp_path / "set", n=6)
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"_comment": "x", "train": ["im0", "im1"], "val": ["im2"], "test": ["im3"]}))
+    manifest = prepare(folder_cfg(root, split_file=str(split)), BaseCfg(), tmp_path / "out")
+    assert split_of(manifest) == {"im0": "train", "im1": "train", "im2": "val", "im3": "test"}
+    assert manifest["unassigned"] == 2
+    split.write_text(json.dumps({"train": ["im0", "gone"]}))  # a split file made for another folder
+    with pytest.raises(DataError, match=r"split\.json: 1 ids not found under .*set"):
+        prepare(folder_cfg(root, split_file=str(split)), BaseCfg(), tmp_path / "out")

@@ -5,6 +5,7 @@ tests/reliability/test_bad_*.py and test_fuzz_readers.py."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -101,18 +102,19 @@ def test_pldu_source_pairs_image_and_mat(tmp_path):
     assert source.keys() == ["1", "2"] and source.fixed_split() is None and source.group("1") == "1"
 
 
-def test_pldu_split_file_must_match_the_images_on_disk(tmp_path):
+def test_pldu_takes_the_committed_split_only_for_its_ids_and_says_which(tmp_path, caplog):
     root = pldu_tree(tmp_path / "PLDU", ids=("1", "2", "3"))
     split = tmp_path / "split.json"
     split.write_text(json.dumps({"_comment": "x", "train": ["1"], "val": ["2"], "test": ["3"]}))
-    assert PldUavSource(root, split).fixed_split() == {"1": "train", "2": "val", "3": "test"}
-    split.write_text(json.dumps({"train": ["1", "9"], "val": ["2"], "test": ["3"]}))
-    with pytest.raises(DataError, match=r"split\.json.*1 ids not found"):
-        PldUavSource(root, split).fixed_split()
-    split.write_text(json.dumps({"train": ["1"], "val": [], "test": []}))
-    with pytest.raises(DataError, match=r"split\.json.*2 images .* in no split"):
-        PldUavSource(root, split).fixed_split()
-    split.write_text("{not json")
+    with caplog.at_level(logging.INFO, logger="pipeline.data.sources.pld_uav"):
+        assert PldUavSource(root, split).fixed_split() == {"1": "train", "2": "val", "3": "test"}
+    assert [r.getMessage() for r in caplog.records] == [f"{root}: the split of {split}"]
+    caplog.clear()
+    split.write_text(json.dumps({"train": ["1", "9"], "val": ["2"], "test": ["3"]}))  # another folder's ids
+    with caplog.at_level(logging.INFO, logger="pipeline.data.sources.pld_uav"):
+        assert PldUavSource(root, split).fixed_split() is None
+    assert len(caplog.records) == 1 and "its 3 image ids are not those of" in caplog.text
+    split.write_text("{not json")  # the committed file broken: loud, not a silent random split
     with pytest.raises(DataError, match=r"split\.json"):
         PldUavSource(root, split).fixed_split()
 

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from pipeline.config import BaseCfg, PrepareCfg
 from pipeline.data.sources import Sample, Source, create_source
-from pipeline.data.sources.pld_uav import read_split_file
+from pipeline.data.sources.base import read_split_file
 from pipeline.errors import DataError, PipelineError
 from pipeline.labels import BACKGROUND, CLASS_NAMES, IGNORE_INDEX, TOWER
 
@@ -23,8 +23,9 @@ SPLITS = ("train", "val", "test")
 
 
 def assign_splits(source: Source, keys: list[str], cfg: PrepareCfg, seed: int) -> dict[str, str]:
-    """key -> split: the source's own split if it has one, else whole groups shuffled by seed."""
-    fixed = cfg_split_file(cfg) or source.fixed_split()
+    """key -> split: `prepare.split_file` if set, else the source's own split if it has one,
+    else whole groups shuffled by seed."""
+    fixed = split_from_file(Path(cfg.split_file), keys, cfg.root) if cfg.split_file else source.fixed_split()
     if fixed is not None:
         return {key: fixed[key] for key in keys if key in fixed}
     groups = sorted({source.group(key) for key in keys})
@@ -37,11 +38,16 @@ def assign_splits(source: Source, keys: list[str], cfg: PrepareCfg, seed: int) -
     return {key: split_of_group[source.group(key)] for key in keys}
 
 
-def cfg_split_file(cfg: PrepareCfg) -> dict[str, str] | None:
-    """key -> split from `prepare.split_file` (pld-uav reads its split file itself)."""
-    if cfg.split_file is None or cfg.source == "pld-uav":
-        return None
-    return read_split_file(Path(cfg.split_file))
+def split_from_file(path: Path, keys: list[str], root: str) -> dict[str, str]:
+    """key -> split from a split file. Ids it names that the source lacks are an error (a
+    split file made for another folder); keys it does not name are left out, and counted."""
+    assignment = read_split_file(path)
+    missing = sorted(set(assignment) - set(keys))
+    if missing:
+        raise DataError(path, f"{len(missing)} ids not found under {root} (e.g. {missing[:5]})")
+    unassigned = len(set(keys) - set(assignment))
+    log.info("the split of %s%s", path, f" ({unassigned} items in no split, left out)" if unassigned else "")
+    return assignment
 
 
 def fold_classes(mask: np.ndarray, towers: bool) -> np.ndarray:

@@ -9,8 +9,6 @@ from pipeline.data.sources.base import Sample, Source
 from pipeline.errors import PipelineError
 
 SOURCE_NAMES = ("synthetic", "pld-uav", "ttpla", "folder", "geotiff")
-# every PLDU figure uses this split of the 120 public images unless prepare.split_file says otherwise
-PLDU_SPLIT = Path("data/splits/pldu.json")
 
 
 def create_source(cfg: PrepareCfg, seed: int) -> Source:
@@ -25,7 +23,7 @@ def create_source(cfg: PrepareCfg, seed: int) -> Source:
     if cfg.source == "pld-uav":
         from pipeline.data.sources.pld_uav import PldUavSource
 
-        return PldUavSource(root, Path(cfg.split_file) if cfg.split_file else PLDU_SPLIT)
+        return PldUavSource(root)
     if cfg.source == "ttpla":
         from pipeline.data.sources.ttpla import TtplaSource
 

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from pipeline.errors import DataError
+from pipeline.errors import DataError, one_line
 from pipeline.labels import BACKGROUND, IGNORE_INDEX, LINE, TOWER
 
-__all__ = ["BACKGROUND", "IGNORE_INDEX", "LINE", "TOWER", "Sample", "Source", "validate_sample"]
+__all__ = ["BACKGROUND", "IGNORE_INDEX", "LINE", "TOWER", "SPLITS", "Sample", "Source", "read_split_file",
+           "validate_sample"]
+SPLITS = ("train", "val", "test")
 
 
 @dataclass
@@ -65,3 +68,27 @@ def validate_sample(sample: Sample, path: Path | str) -> Sample:
     if bad:
         raise DataError(path, f"mask values {bad[:5]} outside the classes {sorted(ALLOWED_LABELS)}")
     return sample
+
+
+def read_split_file(path: Path) -> dict[str, str]:
+    """Parse {"train": [ids], "val": [ids], "test": [ids]} ("_..." keys are comments)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as err:
+        raise DataError(path, f"cannot read split file ({one_line(err)})") from None
+    if not isinstance(data, dict):
+        raise DataError(path, "split file must be a JSON object of split -> list of ids")
+    unknown = sorted(k for k in data if k not in SPLITS and not str(k).startswith("_"))
+    if unknown:
+        raise DataError(path, f"unknown splits {unknown}; expected {list(SPLITS)}")
+    assignment: dict[str, str] = {}
+    for split in SPLITS:
+        ids = data.get(split, [])
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise DataError(path, f"{split!r} must be a list of id strings")
+        for image_id in ids:
+            if image_id in assignment:
+                raise DataError(path, f"id {image_id!r} is in both {assignment[image_id]!r} "
+                                f"and {split!r}")
+            assignment[image_id] = split
+    return assignment

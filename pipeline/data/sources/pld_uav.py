@@ -2,33 +2,37 @@
 
 Layout: root/test/N.jpg with root/test_gt/N.mat, and for users with the full set also
 root/train/N.jpg with root/train_gt/N.mat. Keys are the image ids ("N"), which is also
-how the committed split file (data/splits/pldu.json) names images.
+how the committed split file (data/splits/pldu.json) names images. A folder of exactly
+those ids is split by that file; any other folder in this format (the authors' full
+training set, another subset) gets the seeded random split of the other sources.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 from pathlib import Path
 
-from pipeline.data.sources.base import Sample, validate_sample
+from pipeline.data.sources.base import Sample, read_split_file, validate_sample
 from pipeline.data.sources.files import (
     check_aligned,
     read_mat_boundaries,
     read_rgb,
 )
-from pipeline.errors import DataError, one_line
+from pipeline.errors import DataError
 
+log = logging.getLogger(__name__)
 SUBSETS = ("train", "test")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-SPLITS = ("train", "val", "test")
+# every PLDU figure uses this split of the 120 public images (unless prepare.split_file names another)
+COMMITTED_SPLIT = Path("data/splits/pldu.json")
 
 
 class PldUavSource:
-    """Images and line masks of PLDU; the split comes from a fixed split file."""
+    """Images and line masks of PLDU; the committed split if the ids are its ids."""
 
-    def __init__(self, root: Path, split_file: Path | None = None) -> None:
+    def __init__(self, root: Path, committed_split: Path | None = COMMITTED_SPLIT) -> None:
         self.root = Path(root)
-        self.split_file = Path(split_file) if split_file is not None else None
+        self.committed_split = Path(committed_split) if committed_split is not None else None
         self._index: dict[str, Path] | None = None
 
     def _images(self) -> dict[str, Path]:
@@ -78,41 +82,15 @@ class PldUavSource:
         return key
 
     def fixed_split(self) -> dict[str, str] | None:
-        """id -> split from the split file; None when no split file is configured."""
-        if self.split_file is None:
-            return None
-        assignment = read_split_file(self.split_file)
+        """id -> split from the committed split file when this folder holds exactly its ids;
+        else None, and the ids are split at random by prepare.val_fraction / test_fraction
+        (seeded). One log line says which."""
         on_disk = set(self.keys())
-        missing = sorted(set(assignment) - on_disk)
-        if missing:
-            raise DataError(self.split_file, f"{len(missing)} ids not found under {self.root} "
-                            f"(e.g. {missing[:5]})")
-        unassigned = sorted(on_disk - set(assignment))
-        if unassigned:
-            raise DataError(self.split_file, f"{len(unassigned)} images under {self.root} are "
-                            f"in no split (e.g. {unassigned[:5]}); add them to the split file")
-        return assignment
-
-
-def read_split_file(path: Path) -> dict[str, str]:
-    """Parse {"train": [ids], "val": [ids], "test": [ids]} ("_..." keys are comments)."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as err:
-        raise DataError(path, f"cannot read split file ({one_line(err)})") from None
-    if not isinstance(data, dict):
-        raise DataError(path, "split file must be a JSON object of split -> list of ids")
-    unknown = sorted(k for k in data if k not in SPLITS and not str(k).startswith("_"))
-    if unknown:
-        raise DataError(path, f"unknown splits {unknown}; expected {list(SPLITS)}")
-    assignment: dict[str, str] = {}
-    for split in SPLITS:
-        ids = data.get(split, [])
-        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-            raise DataError(path, f"{split!r} must be a list of id strings")
-        for image_id in ids:
-            if image_id in assignment:
-                raise DataError(path, f"id {image_id!r} is in both {assignment[image_id]!r} "
-                                f"and {split!r}")
-            assignment[image_id] = split
-    return assignment
+        known = self.committed_split is not None and self.committed_split.is_file()
+        committed = read_split_file(self.committed_split) if known else {}
+        if set(committed) == on_disk:
+            log.info("%s: the split of %s", self.root, self.committed_split)
+            return committed
+        log.info("%s: its %d image ids are not those of %s: a random split by prepare.val_fraction and "
+                 "test_fraction (seeded by base.seed)", self.root, len(on_disk), self.committed_split)
+        return None
