@@ -47,11 +47,16 @@ def test_closure_includes_lazy_imports_and_named_modules():
 
 
 def test_a_folder_is_listed_only_when_all_its_files_load():
-    closure = import_closure("pipeline.stages.prune")
-    deps = compact(closure)
-    assert "pipeline/data/sources" in deps and "pipeline/data" not in deps  # prepare.py is not loaded
-    assert all(covered(path, deps) for path in closure)
-    assert not covered(Path("pipeline/data/prepare.py"), deps)
+    for module in STAGES.values():
+        closure = import_closure(module)
+        deps = compact(closure)
+        assert all(covered(path, deps) for path in closure)
+        for folder in (ROOT / dep for dep in deps if (ROOT / dep).is_dir()):
+            files = {p.relative_to(ROOT) for p in folder.rglob("*.py")}
+            assert files <= closure, f"{folder} is listed but {sorted(files - closure)} do not load"
+    report = compact(import_closure(STAGES["report"]))
+    assert "pipeline/report" in report and "pipeline/data" not in report  # data/prepare.py is not loaded
+    assert not covered(Path("pipeline/data/prepare.py"), report)
 
 
 def test_every_module_a_stage_imports_is_in_its_closure():
