@@ -120,6 +120,8 @@ def tiny_project(tmp_path_factory) -> tuple[Path, str]:
 
 
 def reset_project(project: Path) -> None:
-    """Back to the last commit: params, dvc.lock and (from the DVC cache) the outputs."""
+    """Back to the last commit: params, dvc.lock and (from the DVC cache) the outputs; files
+    a test added (records and models of runs it added to the sweep) are removed."""
     run(["git", "reset", "-q", "--hard"], project)
+    run(["git", "clean", "-qfd"], project)
     run([sys.executable, "-m", "dvc", "checkout", "--force"], project)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, run
+from pipeline.preset import apply_preset
+from tests.conftest import ROOT, reset_project, run
 
 STAGES = ("prepare", "baseline", "augment", "loss", "prune", "finetune", "export", "report")
 SECTIONS = ("## Speed", "## Pruning", "## Training curves", "## Test predictions", "## Export")
@@ -52,6 +53,44 @@ def test_swapping_the_model_is_a_param_change_that_skips_prepare(project: Path):
     assert "Running stage 'baseline'" in out
     assert "Running stage 'prepare'" not in out
     assert "FPN-mobilenet_v2" in json.loads((project / "reports" / "baseline.json").read_text())["candidates"]
+
+
+def report_runs(project: Path) -> set[str]:
+    """The pruning runs the report lists (rows "<run> after removal" and "<run> fine-tuned")."""
+    rows = json.loads((project / "reports" / "report.json").read_text())
+    names = [name.rsplit(" ", 1)[0] for name in rows if name.endswith(" fine-tuned")]
+    assert sorted(name + " after removal" for name in names) == sorted(n for n in rows if n.endswith(" removal"))
+    return set(names)
+
+
+def repro_with_sweep(project: Path, methods: list[str], overrides: Path) -> str:
+    """Set sweep.methods in params.yaml, run `dvc repro`; its log."""
+    overrides.write_text(json.dumps({"sweep": {"methods": methods}}))  # JSON is YAML
+    apply_preset(overrides, project / "params.yaml")
+    return run([sys.executable, "-m", "dvc", "repro"], project)
+
+
+@pytest.mark.slow
+def test_the_report_follows_the_sweep(project: Path, tmp_path: Path):
+    """Shrink, grow and change the sweep: the report re-runs and lists exactly its runs; the
+    records of runs that left it (here also an l1 run whose model never was, as in a fresh
+    clone of the default run's repository) break nothing."""
+    for stage in ("prune", "finetune"):
+        records = project / "reports" / stage
+        (records / "l1-0.5.json").write_text((records / "magnitude-0.5.json").read_text())
+    try:
+        steps = [(["hqs_l0"], set()), (["hqs_l0", "random"], {"random"}), (["hqs_l0", "magnitude"], set())]
+        for methods, trained in steps:
+            out = repro_with_sweep(project, methods, tmp_path / "sweep.json")
+            assert "Running stage 'report'" in out
+            assert report_runs(project) == {f"{m}-0.5" for m in methods}
+            assert "Running stage 'finetune@hqs_l0-0.5'" not in out  # runs that stay are not redone
+            if trained:
+                assert all(f"Running stage 'finetune@{m}-0.5'" in out for m in trained)
+    finally:
+        reset_project(project)
+    status = run([sys.executable, "-m", "dvc", "status"], project)
+    assert "up to date" in status, status  # the runs the test added are gone again
 
 
 @pytest.mark.parametrize("module", [f"pipeline.stages.{s}" for s in STAGES] + ["pipeline.preset"])

@@ -9,8 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.config import SweepCfg
 from pipeline.data.sources.base import IGNORE_INDEX, LINE
+from pipeline.errors import PipelineError
 from pipeline.metrics import ToleranceMetrics, tolerance_counts, tolerance_f1
+from pipeline.report.collect import STUDIES, gather, sweep_runs
 from pipeline.report.figures import pareto_front
 from pipeline.report.render import model_table, to_html
 from pipeline.speed import interleaved
@@ -109,3 +112,22 @@ def test_peak_memory_runs_in_a_fresh_process(tmp_path, params):
     status = Path("/proc/self/status").read_text()
     parent_mb = int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024
     assert onnx["peak_mb"] < parent_mb, json.dumps(onnx)
+
+
+def test_sweep_runs_are_named_as_dvc_names_them():
+    sweep = SweepCfg(methods=["magnitude", "hqs_l0"], macs_reductions=[0.5, 0.25])
+    assert sweep_runs(sweep) == ["hqs_l0-0.25", "hqs_l0-0.5", "magnitude-0.25", "magnitude-0.5"]
+
+
+def test_gather_reads_exactly_the_sweeps_runs(tmp_path):
+    for stage in STUDIES:
+        (tmp_path / f"{stage}.json").write_text("{}")
+    for stage in ("prune", "finetune"):
+        (tmp_path / stage).mkdir()
+        for run in ("hqs_l0-0.5", "l1-0.5"):  # l1-0.5 left the sweep: its record stays, its model is gone
+            (tmp_path / stage / f"{run}.json").write_text(json.dumps({"run": run}))
+        (tmp_path / stage / "l2-0.5.json").write_text("not JSON")  # a broken leftover must not matter
+    records = gather(tmp_path, ["hqs_l0-0.5"])
+    assert records["prune"] == records["finetune"] == {"hqs_l0-0.5": {"run": "hqs_l0-0.5"}}
+    with pytest.raises(PipelineError, match=r"prune/magnitude-0.5.json: cannot read stage record"):
+        gather(tmp_path, ["hqs_l0-0.5", "magnitude-0.5"])  # a sweep run without its record names the file

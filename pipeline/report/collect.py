@@ -10,7 +10,7 @@ from typing import Any
 
 import cv2
 
-from pipeline.config import PAD_MULTIPLE
+from pipeline.config import PAD_MULTIPLE, SweepCfg
 from pipeline.errors import PipelineError
 
 STUDIES = ("baseline", "augment", "loss")
@@ -25,15 +25,20 @@ def read_json(path: Path) -> dict[str, Any]:
         raise PipelineError(f"{path}: cannot read stage record ({err}); run the stage that writes it") from None
 
 
-def read_folder(folder: Path) -> dict[str, dict[str, Any]]:
-    """{run name: record} of every JSON in `folder` (one per method and MAC target)."""
-    return {p.stem: read_json(p) for p in sorted(folder.glob("*.json"))}
+def sweep_runs(sweep: SweepCfg) -> list[str]:
+    """The runs of the current sweep, sorted, named as dvc.yaml's matrix names their folders
+    (`${item.method}-${item.target}`: DVC writes a number with str())."""
+    return sorted({f"{method}-{target}" for method in sweep.methods for target in sweep.macs_reductions})
 
 
-def gather(reports: Path) -> dict[str, Any]:
-    """The records of every training, pruning and fine-tuning run."""
+def gather(reports: Path, runs: list[str]) -> dict[str, Any]:
+    """The records of the training studies and of the sweep's pruning and fine-tuning runs.
+
+    Only `runs`: records of runs that left the sweep stay in reports/prune and
+    reports/finetune (they are committed), but their models may be gone."""
     return {"studies": {stage: read_json(reports / f"{stage}.json") for stage in STUDIES},
-            "prune": read_folder(reports / "prune"), "finetune": read_folder(reports / "finetune")}
+            **{stage: {run: read_json(reports / stage / f"{run}.json") for run in runs}
+               for stage in ("prune", "finetune")}}
 
 
 def _figures(row: dict[str, Any]) -> dict[str, Any]:
@@ -88,7 +93,11 @@ def dvclive_curve(run: Path, metric: str) -> list[tuple[int, float]]:
     return sorted(by_step.items())
 
 
-def curves(logs: Path, metric: str) -> dict[str, list[float]]:
-    """{run: per-epoch values} of a DVCLive metric for every run (log folder) under `logs`."""
-    runs = sorted(tsv.parents[len(Path(metric).parts) + 1] for tsv in logs.rglob(f"plots/metrics/{metric}.tsv"))
-    return {str(run.relative_to(logs)): [value for _, value in dvclive_curve(run, metric)] for run in runs}
+def curves(logs: Path, metric: str, runs: list[str] | None = None) -> dict[str, list[float]]:
+    """{run: per-epoch values} of a DVCLive metric for `runs` (log folders under `logs`), or
+    for every run found there if None."""
+    if runs is None:
+        found = logs.rglob(f"plots/metrics/{metric}.tsv")
+        runs = sorted(str(tsv.parents[len(Path(metric).parts) + 1].relative_to(logs)) for tsv in found)
+    values = {run: [value for _, value in dvclive_curve(logs / run, metric)] for run in runs}
+    return {run: curve for run, curve in values.items() if curve}

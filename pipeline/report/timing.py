@@ -8,10 +8,10 @@ from typing import Any
 
 from tqdm import tqdm
 
+from pipeline.artifact import load_model
 from pipeline.config import ReportCfg
 from pipeline.export import export_onnx
 from pipeline.memory import peak_memory
-from pipeline.pruning.artifact import load_pruned
 from pipeline.speed import interleaved, onnx_runner, torch_runner
 
 DENSE = "dense"
@@ -25,9 +25,9 @@ def measure_models(folders: dict[str, Path], size: tuple[int, int], cfg: ReportC
         onnx = {}
         runners = {}
         for name, folder in folders.items():
-            model, meta = load_pruned(folder)
+            model, card = load_model(folder)
             onnx[name] = Path(tmp) / f"{name}.onnx"
-            export_onnx(model, meta, onnx[name], height, width)
+            export_onnx(model, card, onnx[name], height, width)
             runners[f"eager {name}"] = torch_runner(model, height, width, cfg.threads)
             runners[f"onnx {name}"] = onnx_runner(onnx[name], height, width, cfg.threads)
         print(f"latency: {len(runners)} runners x {cfg.rounds} interleaved rounds at {height}x{width}")

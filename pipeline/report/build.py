@@ -1,0 +1,142 @@
+"""The whole report: read the records of the current sweep, time the models, draw, write the files."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.artifact import load_card, load_model, save_model, write_json
+from pipeline.config import ModelCfg, ReportCfg, SweepCfg
+from pipeline.models import create_model
+from pipeline.plots import template_histograms
+from pipeline.report.collect import curves, evaluation_size, gather, model_rows, read_json, sweep_runs
+from pipeline.report.figures import channels_per_layer, pareto, prediction_panel, training_curves
+from pipeline.report.render import model_table, prune_notes, to_html
+from pipeline.report.timing import DENSE, measure_models, speed_notes
+
+STAGES = ("baseline", "augment", "loss", "prune", "finetune")
+SWEPT = ("prune", "finetune")  # stages with one log folder per sweep run
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    """What the report reads (records, models, data, curves) and writes."""
+
+    reports: Path  # stage records
+    checkpoints: Path  # model folders
+    data: Path  # prepared data set
+    logs: Path  # training curves (DVCLive)
+    out: Path  # Markdown report
+    html: Path  # self-contained HTML report
+    metrics: Path  # every model's figures (JSON)
+    points: Path  # accuracy vs cost plot data (JSON)
+    plots: Path  # figures folder
+
+
+def other_networks(rows: dict, folder: Path, num_classes: int) -> dict[str, Path]:
+    """Baseline candidates of another size than the dense model, saved untrained under
+    `folder` for timing (latency and memory depend on the network, not on its weights)."""
+    dense = next(r for r in rows.values() if r["kind"] == "dense")
+    found = {}
+    for name, row in rows.items():
+        if row["kind"] == "candidate" and row.get("network") and row["mparams"] != dense["mparams"]:
+            cfg = ModelCfg.model_validate(row["network"])
+            found[name] = folder / name.replace(" ", "_")
+            save_model(create_model(cfg, num_classes), found[name], {"model": cfg.model_dump(),
+                                                                     "num_classes": num_classes})
+    return found
+
+
+def attach_speed(rows: dict, speed: dict) -> None:
+    """Give every row the figures of the measured network it is: pruned and final rows their
+    run's, other-sized candidates their own, the rest (same network) the dense model's."""
+    dense = next(r for r in rows.values() if r["kind"] == "dense")
+    for name, row in rows.items():
+        if row["kind"] in ("pruned", "final") and row["run"] in speed:
+            row.update(speed[row["run"]])
+        elif name in speed:
+            row.update(speed[name])
+        elif row["mparams"] == dense["mparams"]:
+            row.update(speed[DENSE])
+
+
+def figure_sections(rows: dict, records: dict, folders: dict[str, Path], paths: ReportPaths,
+                    panel_images: int, final: str) -> list[str]:
+    """Draw the figures into paths.plots; return their Markdown sections."""
+    figures = paths.plots
+    pareto(rows, figures / "iou_vs_gmacs.png")
+    sections = ["## Accuracy vs cost", "![IoU vs GMACs](figures/iou_vs_gmacs.png)"]
+    if records["prune"]:
+        channels_per_layer(records["prune"], figures / "channels_per_layer.png")
+        sections += ["## Pruning", "\n".join(prune_notes(records["prune"])),
+                     "![channels per layer](figures/channels_per_layer.png)"]
+    with_templates = {n: r["templates"] for n, r in records["prune"].items() if "templates" in r}
+    if with_templates:
+        template_histograms(with_templates, figures / "template_magnitudes.png")
+        sections.append("![template magnitudes](figures/template_magnitudes.png)")
+    runs = list(records["finetune"])  # the sweep's: logs of runs that left it stay on disk
+    training_curves({stage: {m: curves(paths.logs / stage, m, runs if stage in SWEPT else None)
+                             for m in ("val/iou", "train/loss_epoch")} for stage in STAGES},
+                    figures / "training_curves.png")
+    sections += ["## Training curves", "![training curves](figures/training_curves.png)"]
+    final = final if final in records["finetune"] else next(iter(records["finetune"]), None)
+    shown = {"dense": DENSE, **({f"final {final}": final} if final else {})}
+    models = {label: load_model(folders[key]) for label, key in shown.items()}
+    prediction_panel(paths.data, {label: (m, card.threshold) for label, (m, card) in models.items()},
+                     panel_images, figures / "predictions.png")
+    return [*sections, "## Test predictions", "![predictions](figures/predictions.png)"]
+
+
+def export_section(path: Path) -> list[str]:
+    """What the export stage recorded, if it ran."""
+    if not path.exists():
+        return []
+    r = read_json(path)
+    return ["## Export", f"`{r['onnx']}` (from `{r['model']}`), ONNX opset {r['opset']}, {r['bytes'] / 1e6:.1f} MB; "
+            f"max |ONNX Runtime - PyTorch| logit difference {r['max_abs_diff']:.2e} on {r['check_images']} test "
+            f"images. Metadata: normalisation, classes, threshold {r['threshold']:.2f}, opset."]
+
+
+def write_report(paths: ReportPaths, cfg: ReportCfg, sweep: SweepCfg, export_model: str) -> str:
+    """Read the records of the sweep's runs and the models; measure; write the report files and
+    figures. Returns the model table."""
+    records = gather(paths.reports, sweep_runs(sweep))
+    rows = model_rows(records)
+    size = evaluation_size(paths.data)
+    folders = {DENSE: paths.checkpoints / "dense",
+               **{run: paths.checkpoints / "final" / run for run in records["finetune"]}}
+    with tempfile.TemporaryDirectory(prefix="report-networks-") as tmp:
+        num_classes = load_card(folders[DENSE]).num_classes
+        speed = measure_models({**folders, **other_networks(rows, Path(tmp), num_classes)}, size, cfg)
+    attach_speed(rows, speed)
+    sections = figure_sections(rows, records, folders, paths, cfg.panel_images, export_model)
+    sections += export_section(paths.reports / "export.json")
+    text = "\n\n".join([
+        "# Power-line segmentation: accuracy vs cost", model_table(rows), explain(size, cfg, records),
+        "## Speed", "\n".join(speed_notes(rows, speed)) or "no fine-tuned models",
+        *sections])
+    paths.out.parent.mkdir(parents=True, exist_ok=True)
+    paths.out.write_text(text + "\n")
+    paths.html.write_text(to_html(text, paths.out.parent, "power-line segmentation report"))
+    write_json({name: {k: v for k, v in row.items() if isinstance(v, float | int)} for name, row in rows.items()},
+               paths.metrics)
+    write_json([{"model": name, "kind": r["kind"], "gmacs": r["gmacs"], "test_iou": r["test/iou"]}
+                for name, r in rows.items()], paths.points)
+    return model_table(rows)
+
+
+def explain(size: tuple[int, int], cfg: ReportCfg, records: dict) -> str:
+    """How the table's figures were measured."""
+    cost = records["studies"]["baseline"]["cost_size"]
+    return (f"IoU, mIoU, F1: power-line class, pixels summed over the test split, strict (no distance "
+            f"tolerance), at the threshold tuned on val. Tol. F1: precision = share of predicted line pixels "
+            f"within 0.0075 of the image diagonal of a true line pixel, recall = share of true line pixels "
+            f"within that distance of a predicted one; not directly comparable with BSDS ODS (which thins "
+            f"predictions and matches one to one). GMACs and Mparams at {cost}x{cost} (Torch-Pruning's "
+            f"counter). Latency: batch 1 at the evaluation size {size[0]}x{size[1]}, {cfg.threads} threads, "
+            f"{cfg.warmup} warm-up runs, {cfg.rounds} rounds with the models interleaved; 'x dense' = median "
+            f"over rounds of the paired ratio dense time / model time. Pruned rows share their fine-tuned "
+            f"model's network, study rows the dense one's. Peak MB: peak resident memory of a fresh process "
+            f"that loads the model and runs one image (runtime included). Baseline candidates of another "
+            f"size than the dense model are timed as untrained networks of their architecture.")
