@@ -7,16 +7,11 @@ Adding a method: write a `pipeline.pruning.method.Method` subclass and add one l
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from pipeline.errors import PipelineError, did_you_mean
-
-if TYPE_CHECKING:
-    from pydantic import BaseModel
-
-    from pipeline.pruning.method import Method
 
 METHODS: dict[str, str] = {  # name -> "module:Class"
     "hqs_l0": "pipeline.pruning.methods:HqsL0Method",
@@ -41,8 +36,9 @@ def check_method(name: str) -> str:
     return name
 
 
-def method_class(name: str) -> type[Method]:
-    """The class registered as `name`, imported now."""
+def method_class(name: str) -> type:
+    """The class registered as `name` (a pipeline.pruning.method.Method), imported now: the
+    registry itself imports no method module, so config.py can use it without an import cycle."""
     module, _, attr = METHODS[check_method(name)].partition(":")
     return getattr(importlib.import_module(module), attr)
 
@@ -52,8 +48,8 @@ def options_class(name: str) -> type[BaseModel]:
     return method_class(name).Options
 
 
-def create_method(name: str, options: dict[str, Any] | None = None) -> Method:
-    """The method `name` with its options block (validated; None or {} for the defaults)."""
+def create_method(name: str, options: dict[str, Any] | None = None) -> Any:
+    """The Method `name` with its options block (validated; None or {} for the defaults)."""
     cls = method_class(name)
     return cls(cls.Options.model_validate(options or {}))
 
