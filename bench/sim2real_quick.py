@@ -21,7 +21,7 @@ import torch
 
 from pipeline.data.prepare import prepare
 from pipeline.params import SECTIONS, load_params, parse_section
-from pipeline.scoring import scores, split_counts
+from pipeline.scoring import COUNTS, image_counts, scores, split_probabilities
 from pipeline.study import write_json
 from pipeline.train import fit
 
@@ -76,13 +76,19 @@ def main(argv: list[str] | None = None) -> None:
     run = args.work / f"{args.renderer}-{args.n_train}-e{args.epochs}-s{args.seed}"
     result = fit(cfg["model"], train, cfg["trainer"], data, run / "logs", args.seed, cfg["base"].num_classes)
     trained = time.time() - started - rendered
+    torch.save(result.module.model.state_dict(), run / "model.pt")  # to look at its PLDU predictions
     pldu = prepared_pldu(args.work, cfg)
     record = {"renderer": args.renderer, "n_train": args.n_train, "epochs": args.epochs, "seed": args.seed,
               "synthetic_val": result.metrics, "threshold": result.threshold,
               "render_seconds": rendered, "train_seconds": trained}
-    for name, threshold in (("tuned", result.threshold), ("0.5", 0.5)):
-        counts = split_counts(result.module.model, pldu, threshold, split="train")
-        record[f"pldu_train@{name}"] = {key: float(value) for key, value in scores(counts).items()}
+    thresholds = {"tuned": result.threshold, "0.5": 0.5}
+    counts = {name: {key: [] for key in COUNTS} for name in thresholds}
+    for _, prob, mask in split_probabilities(result.module.model, pldu, split="train"):
+        for name, threshold in thresholds.items():
+            for key, value in image_counts(prob, mask, threshold).items():
+                counts[name][key].append(value)
+    for name, table in counts.items():
+        record[f"pldu_train@{name}"] = {key: float(value) for key, value in scores(table).items()}
     write_json(record, run / "record.json")
     print(json.dumps(record, indent=1))
 

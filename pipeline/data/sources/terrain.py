@@ -61,12 +61,12 @@ def line_style(rng: Rng) -> tuple[np.ndarray, float]:
     return np.clip(grey + rng.normal(0, 0.03, 3), 0, 1).astype(np.float32), float(rng.uniform(1, 4))
 
 
-def _draw(img: np.ndarray, pts: np.ndarray, colour, width: float, alpha: float = 1.0) -> None:
-    """Anti-aliased polyline (sub-pixel via cv2's fixed-point shift) blended into `img`."""
+def _draw(img: np.ndarray, lines: list[np.ndarray], colour, width: float, alpha: float = 1.0) -> None:
+    """Anti-aliased polylines (sub-pixel via cv2's fixed-point shift) blended into `img`."""
     layer = np.zeros(img.shape[:2], np.float32)
     shift = 4
-    coords = np.round(np.asarray(pts) * (1 << shift)).astype(np.int32).reshape(-1, 1, 2)
-    cv2.polylines(layer, [coords], False, 1.0, max(1, round(width)), cv2.LINE_AA, shift)
+    coords = [np.round(np.asarray(pts) * (1 << shift)).astype(np.int32).reshape(-1, 1, 2) for pts in lines]
+    cv2.polylines(layer, coords, False, 1.0, max(1, round(width)), cv2.LINE_AA, shift)
     a = (alpha * layer)[..., None]
     img += a * (np.asarray(colour, np.float32) - img)
 
@@ -97,12 +97,12 @@ def _roads(rng: Rng, img: np.ndarray) -> None:
         for side in (-1, 1):
             if rng.random() < 0.6:
                 colour, width = line_style(rng)
-                _draw(img, ends + side * n * (half - width), colour, width)
+                _draw(img, [ends + side * n * (half - width)], colour, width)
         if rng.random() < 0.4:  # dashed centre line
             colour, width = line_style(rng)
             dash, t = rng.uniform(8, 20), np.arange(-2 * size, 2 * size, 1.0)
-            for start in t[::int(2 * dash)]:
-                _draw(img, np.stack([p + d * start, p + d * (start + dash)]), colour, width)
+            dashes = [np.stack([p + d * start, p + d * (start + dash)]) for start in t[::int(2 * dash)]]
+            _draw(img, dashes, colour, width)
 
 
 def _fences_and_branches(rng: Rng, img: np.ndarray) -> None:
@@ -112,21 +112,21 @@ def _fences_and_branches(rng: Rng, img: np.ndarray) -> None:
         p, d, n = _segment(rng, size)
         colour, width = line_style(rng)
         length = rng.uniform(0.3, 2) * size
-        _draw(img, np.stack([p, p + d * length]), colour, width)
-        for s in np.arange(0, length, rng.uniform(8, 25)):  # posts
-            _draw(img, np.stack([p + d * s - n, p + d * s + n]), colour, width + 1)
+        _draw(img, [np.stack([p, p + d * length])], colour, width)
+        posts = [np.stack([p + d * s - n, p + d * s + n]) for s in np.arange(0, length, rng.uniform(8, 25))]
+        _draw(img, posts, colour, width + 1)
     if rng.random() < 0.3:  # paving joints: a grid of faint thin lines
         _, d, n = _segment(rng, size)
         pitch, colour = rng.uniform(10, 40), line_style(rng)[0]
-        for k in np.arange(-size, 2 * size, pitch):
-            for a, b in ((d, n), (n, d)):
-                _draw(img, np.stack([a * k - b * 2 * size, a * k + b * 2 * size]), colour, 1, 0.5)
+        joints = [np.stack([a * k - b * 2 * size, a * k + b * 2 * size])
+                  for k in np.arange(-size, 2 * size, pitch) for a, b in ((d, n), (n, d))]
+        _draw(img, joints, colour, 1, 0.5)
     for _ in range(rng.integers(0, 6)):  # branches: thin, curved, bright or dark
         colour, width = line_style(rng)
         steps = rng.normal(0, 0.25, 24).cumsum() + rng.uniform(0, 2 * np.pi)
         pts = rng.uniform(0, size, 2) + rng.uniform(2, 6) * np.stack(
             [np.cos(steps), np.sin(steps)], 1).cumsum(0)
-        _draw(img, pts, colour, width, rng.uniform(0.6, 1))
+        _draw(img, [pts], colour, width, rng.uniform(0.6, 1))
 
 
 def _roofs(rng: Rng, img: np.ndarray) -> None:
@@ -140,7 +140,7 @@ def _roofs(rng: Rng, img: np.ndarray) -> None:
             half = np.stack([c - d * a, c + d * a, c + d * a + side * n * b, c - d * a + side * n * b])
             _fill(img, half, base * shade)
         colour, width = line_style(rng)
-        _draw(img, np.stack([c - d * a, c + d * a]), colour, width)
+        _draw(img, [np.stack([c - d * a, c + d * a])], colour, width)
 
 
 def ground(rng: Rng, size: int) -> np.ndarray:

@@ -125,7 +125,9 @@ def _corridor(rng: Rng, cam: Camera, sun: np.ndarray) -> list[tuple[np.ndarray, 
     yaw = rng.uniform(0, 2 * np.pi)
     along, side = np.array([np.cos(yaw), np.sin(yaw), 0]), np.array([-np.sin(yaw), np.cos(yaw), 0])
     depth = max(1 - height, 0.05)
-    diameter = np.exp(rng.uniform(np.log(1.0), np.log(4.0))) * depth / cam.f  # 1-4 px at the crossing
+    # 1-4 px where the corridor crosses the chosen pixel; close inspection views up to 8 px
+    wide = rng.random() < 0.25
+    diameter = np.exp(rng.uniform(np.log(4.0), np.log(8.0)) if wide else rng.uniform(0, np.log(4.0))) * depth / cam.f
     span = rng.uniform(1.5, 6)
     sag = rng.uniform(0.005, 0.04) * span
     s = np.linspace(-3 * span, 3 * span, 600)
