@@ -29,11 +29,20 @@ class BaseCfg(Strict):
 
 
 class SyntheticCfg(Strict):
-    n_train: int = Field(96, ge=1)
+    n_train: int = Field(96, ge=1, le=1000)  # capped so a synthetic training run fits a CPU
     n_val: int = Field(24, ge=1)
     n_test: int = Field(24, ge=1)
     height: int = Field(192, ge=32)
     width: int = Field(192, ge=32)
+    # scenes: procedural top-down scenes (the default); wires: catenaries seen by a UAV camera
+    renderer: Literal["scenes", "wires"] = "scenes"
+    backgrounds: str | None = None  # wires only: a folder of the user's aerial photos to draw on
+
+    @model_validator(mode="after")
+    def _backgrounds_need_wires(self) -> SyntheticCfg:
+        if self.backgrounds is not None and self.renderer != "wires":
+            raise ValueError("synthetic.backgrounds needs synthetic.renderer: wires")
+        return self
 
 
 class FolderCfg(Strict):

@@ -10,6 +10,7 @@ from sklearn.linear_model import LogisticRegression
 from pipeline.config import SyntheticCfg
 from pipeline.data.sources.base import BACKGROUND, LINE, TOWER
 from pipeline.data.sources.synthetic import SyntheticSource, generate_scene
+from pipeline.data.sources.wires import render_wires
 from pipeline.errors import DataError, PipelineError
 
 SIZE = 192
@@ -157,4 +158,19 @@ def test_thin_straight_distractors_exist_off_the_wires(train_scenes):
         flat.append((img, mask))
     share_away, _, off = straight_thin_structures(flat)
     assert share_away < 0.05 and off == 0
+
+
+
+@pytest.fixture(scope="module")
+def wires_views():
+    """Views of the opt-in `wires` renderer: 20 to fit on, 10 to test."""
+    views = [render_wires(np.random.default_rng([0, split, i]), SIZE, SIZE) for split, n in ((0, 20), (2, 10))
+             for i in range(n)]
+    return views[:20], views[20:]
+
+
+def test_wires_renderer_cannot_be_solved_by_colour(wires_views):
+    train, test = wires_views
+    assert colour_iou(train, test) < 0.1
+    assert colour_iou(recoloured(train), recoloured(test)) > 0.5
 

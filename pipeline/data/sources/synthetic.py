@@ -12,7 +12,9 @@ import cv2
 import numpy as np
 
 from pipeline.config import SyntheticCfg
+from pipeline.data.sources.backgrounds import BackgroundFolder
 from pipeline.data.sources.base import BACKGROUND, LINE, TOWER, Sample, validate_sample
+from pipeline.data.sources.wires import render_wires
 from pipeline.errors import DataError, PipelineError
 
 SPLITS = ("train", "val", "test")
@@ -270,6 +272,7 @@ class SyntheticSource:
         if seed < 0:
             raise PipelineError(f"synthetic data needs a seed >= 0, got {seed}")
         self.cfg, self.seed = cfg, seed
+        self.backgrounds = BackgroundFolder(cfg.backgrounds) if cfg.backgrounds else None
         counts = {"train": cfg.n_train, "val": cfg.n_val, "test": cfg.n_test}
         self._keys = sorted(f"{split}_{i:04d}" for split, n in counts.items() for i in range(n))
         self._known = set(self._keys)
@@ -285,9 +288,17 @@ class SyntheticSource:
             raise DataError(where, "no such synthetic item (keys look like train_0000)")
         split, index = key.rsplit("_", 1)
         rng = np.random.default_rng([self.seed, SPLITS.index(split), int(index)])
-        image, mask = generate_scene(rng, self.cfg.height, self.cfg.width)
+        image, mask = self._render(rng)
         meta = {"source": "synthetic", "index": int(index)}
         return validate_sample(Sample(key, image, mask, meta), where)
+
+    def _render(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """One image and mask from the configured renderer."""
+        h, w = self.cfg.height, self.cfg.width
+        if self.cfg.renderer == "scenes":
+            return generate_scene(rng, h, w)
+        photo = self.backgrounds.crop(rng, h, w) if self.backgrounds else None
+        return render_wires(rng, h, w, photo)
 
     def group(self, key: str) -> str:
         """Every synthetic image is independent, so each is its own group."""

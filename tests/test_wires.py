@@ -1,0 +1,110 @@
+"""The `wires` renderer: exact coverage masks, camera geometry, reproducibility, backgrounds."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from pipeline.config import SyntheticCfg
+from pipeline.data.sources.base import BACKGROUND, IGNORE_INDEX, LINE
+from pipeline.data.sources.synthetic import SyntheticSource
+from pipeline.data.sources.wires import Camera, coverage_mask, render_wires, stroke_coverage
+from pipeline.errors import DataError
+
+
+def test_mask_rule_on_a_horizontal_wire_of_known_width():
+    # a 2.5 px wire centred at y = 10.3 spans y in [9.05, 11.55]; pixel row i spans [i - 0.5, i + 0.5]
+    h, w = 20, 30
+    points, widths = np.array([[-10.0, 10.3], [w + 10.0, 10.3]]), np.array([2.5, 2.5])
+    cover, _ = stroke_coverage(h, w, points, widths)
+    expected = np.zeros(h)
+    expected[[9, 10, 11, 12]] = [0.45, 1.0, 1.0, 0.05]  # overlaps of rows 9..12 with the wire
+    np.testing.assert_allclose(cover, np.repeat(expected[:, None], w, 1), atol=1e-6)
+    mask = coverage_mask(cover)
+    rows = {value: sorted(set(np.nonzero(mask == value)[0].tolist())) for value in (LINE, IGNORE_INDEX)}
+    assert rows == {LINE: [10, 11], IGNORE_INDEX: [9, 12]}
+    assert (mask[[9, 10, 11, 12]] != BACKGROUND).all() and (mask[:9] == BACKGROUND).all()
+
+
+def test_thin_wire_has_no_line_pixels_only_ignore():
+    # 0.8 px centred on a pixel boundary: each of the two rows is covered 0.4, under half
+    cover, _ = stroke_coverage(10, 10, np.array([[-5.0, 4.5], [15.0, 4.5]]), np.array([0.8, 0.8]))
+    mask = coverage_mask(cover)
+    assert not (mask == LINE).any()
+    assert sorted(set(np.nonzero(mask == IGNORE_INDEX)[0].tolist())) == [4, 5]
+
+
+def test_camera_nadir_centre_and_oblique_horizon():
+    nadir = Camera(96, 128, np.radians(60), 0.0, 0.3)
+    below = nadir.ground_to_image() @ np.array([0.0, 0.0, 1.0])
+    np.testing.assert_allclose(below[:2] / below[2], [(128 - 1) / 2, (96 - 1) / 2], atol=1e-9)
+    xy, depth = nadir.project(np.array([[0.0, 0.0, 0.5]]))
+    assert depth[0] == pytest.approx(0.5)  # half-way down to the ground
+    oblique = Camera(96, 128, np.radians(60), np.radians(70), 1.0)
+    rays = oblique.rays()
+    assert (rays[0, :, 2] > rays[-1, :, 2]).all()  # the top of the image looks further, towards the sky
+    assert (rays[0, :, 2] > 0).any() and (rays[-1, :, 2] < 0).all()  # the horizon is in view
+
+
+def test_wire_width_grows_towards_the_camera():
+    # a wire at height 0.5 under an oblique camera: the near (lower) end is wider in the mask
+    cam = Camera(128, 128, np.radians(60), np.radians(50), 0.0)
+    ground_y = np.linspace(-0.2, 3, 200)
+    pts = np.stack([np.full_like(ground_y, 0.02), ground_y, np.full_like(ground_y, 0.5)], 1)
+    xy, depth = cam.project(pts)
+    keep = (depth > 0.05) & (xy[:, 1] > -5) & (xy[:, 1] < 133)
+    cover, _ = stroke_coverage(128, 128, xy[keep], 0.02 * cam.f / depth[keep])
+    widths = (coverage_mask(cover) == LINE).sum(1)
+    assert widths[110] > widths[30] > 0
+
+
+def wires_cfg(**update) -> SyntheticCfg:
+    return SyntheticCfg(n_train=4, n_val=1, n_test=1, height=64, width=80, renderer="wires", **update)
+
+
+def test_generator_is_byte_identical_across_runs_and_differs_by_seed():
+    first, again = SyntheticSource(wires_cfg(), seed=3), SyntheticSource(wires_cfg(), seed=3)
+    for key in ("train_0000", "train_0003", "val_0000"):
+        a, b = first.load(key), again.load(key)
+        assert a.image.tobytes() == b.image.tobytes() and a.mask.tobytes() == b.mask.tobytes()
+    other = SyntheticSource(wires_cfg(), seed=4).load("train_0000")
+    assert other.image.tobytes() != first.load("train_0000").image.tobytes()
+
+
+def test_rendered_views_are_valid_and_hold_thin_wires():
+    masks = [render_wires(np.random.default_rng([0, 0, i]), 96, 96)[1] for i in range(12)]
+    assert all(set(np.unique(m).tolist()) <= {BACKGROUND, LINE, IGNORE_INDEX} for m in masks)
+    fractions = np.array([(m == LINE).mean() for m in masks])
+    assert (fractions > 0).mean() >= 0.6 and fractions.mean() < 0.1
+
+
+def test_config_caps_training_set_and_backgrounds_need_wires():
+    with pytest.raises(ValidationError, match="less than or equal to 1000"):
+        SyntheticCfg(n_train=1001)
+    with pytest.raises(ValidationError, match="renderer: wires"):
+        SyntheticCfg(backgrounds="photos")
+
+
+def test_background_folder_draws_on_the_photo(tmp_path):
+    photo = np.zeros((150, 200, 3), np.uint8)
+    photo[:] = (30, 140, 200)
+    cv2.imwrite(str(tmp_path / "field.png"), photo[..., ::-1])
+    sample = SyntheticSource(wires_cfg(backgrounds=str(tmp_path)), seed=0).load("train_0001")
+    assert sample.image.shape == (64, 80, 3)
+    far = cv2.dilate((sample.mask != BACKGROUND).astype(np.uint8), np.ones((9, 9), np.uint8)) == 0
+    median = np.median(sample.image[far], axis=0)
+    assert np.abs(median - [30, 140, 200]).max() <= 12  # the background is the photo, not a render
+
+
+def test_bad_background_file_gives_one_line(tmp_path):
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    source = SyntheticSource(wires_cfg(backgrounds=str(tmp_path)), seed=0)
+    with pytest.raises(DataError) as err:
+        source.load("train_0000")
+    message = str(err.value)
+    assert "broken.jpg" in message and "cannot decode image" in message and "\n" not in message
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no background images"):
+        SyntheticSource(wires_cfg(backgrounds=str(tmp_path / "empty")), seed=0)
