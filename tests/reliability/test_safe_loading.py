@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import importlib
 import pickle
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from pipeline.artifact import load_weights, save_model
 from pipeline.config import ModelCfg
@@ -93,28 +95,49 @@ def _calls(tree: ast.AST) -> list[tuple[str, ast.Call]]:
     return found
 
 
-def test_the_code_loads_nothing_unsafely():
+SAFE_LOADERS = {"UniqueKeyLoader": "pipeline.params", "PresetLoader": "pipeline.preset"}  # SafeLoader subclasses
+
+
+def test_the_named_yaml_loaders_are_safe_loaders():
+    for name, module in SAFE_LOADERS.items():
+        assert issubclass(getattr(importlib.import_module(module), name), yaml.SafeLoader)
+
+
+def unsafe_loads(source: str, label: str) -> list[str]:
+    """Calls in `source` that could run code while loading: torch.load without
+    weights_only=True, PyYAML without a safe loader, ruamel's unsafe loader, eval, exec, pickle."""
     problems = []
-    for path in CODE:
-        for name, call in _calls(ast.parse(path.read_text(), str(path))):
-            keywords = {k.arg: k.value for k in call.keywords}
-            where = f"{path.relative_to(ROOT)}:{call.lineno}"
-            if name == "torch.load" and not (isinstance(keywords.get("weights_only"), ast.Constant)
-                                             and keywords["weights_only"].value is True):
-                problems.append(f"{where}: torch.load without weights_only=True")
-            if name in ("yaml.load", "yaml.unsafe_load", "yaml.full_load") and not (
-                    isinstance(keywords.get("Loader"), ast.Name) and keywords["Loader"].id == "UniqueKeyLoader"):
-                problems.append(f"{where}: {name} with an unsafe loader")
-            builtin = isinstance(call.func, ast.Name)  # model.eval() is not eval()
-            if (builtin and name in ("eval", "exec")) or name in ("pickle.load", "pickle.loads"):
-                problems.append(f"{where}: {name}")
+    tree = ast.parse(source, label)
+    pyyaml = any(isinstance(n, ast.Import) and any(a.name == "yaml" for a in n.names) for n in ast.walk(tree))
+    for name, call in _calls(tree):
+        keywords = {k.arg: k.value for k in call.keywords}
+        where = f"{label}:{call.lineno}"
+        if name == "torch.load" and not (isinstance(keywords.get("weights_only"), ast.Constant)
+                                         and keywords["weights_only"].value is True):
+            problems.append(f"{where}: torch.load without weights_only=True")
+        if pyyaml and name in ("yaml.load", "yaml.unsafe_load", "yaml.full_load") and not (
+                isinstance(keywords.get("Loader"), ast.Name) and keywords["Loader"].id in SAFE_LOADERS):
+            problems.append(f"{where}: {name} with an unsafe loader")
+        typ = keywords.get("typ")  # ruamel.yaml: only its round-trip (default) and safe loaders
+        if name == "YAML" and isinstance(typ, ast.Constant) and typ.value not in ("rt", "safe"):
+            problems.append(f"{where}: ruamel YAML(typ={typ.value!r})")
+        builtin = isinstance(call.func, ast.Name)  # model.eval() is not eval()
+        if (builtin and name in ("eval", "exec")) or name in ("pickle.load", "pickle.loads"):
+            problems.append(f"{where}: {name}")
+    return problems
+
+
+def test_the_code_loads_nothing_unsafely():
+    problems = [p for path in CODE for p in unsafe_loads(path.read_text(), str(path.relative_to(ROOT)))]
     assert len(CODE) > 30 and not problems, problems
 
 
 def test_the_audit_can_fail(tmp_path):
-    bad = "import torch, yaml\ntorch.load('x')\nyaml.load(open('y'))\neval('1')\n"
-    names = [name for name, _ in _calls(ast.parse(bad))]
-    assert {"torch.load", "yaml.load", "eval"} <= set(names)
+    bad = ("import torch, yaml\nfrom ruamel.yaml import YAML\ntorch.load('x')\nyaml.load(open('y'))\neval('1')\n"
+           "YAML(typ='unsafe').load('z')\n")
+    assert len(unsafe_loads(bad, "bad.py")) == 4
+    ruamel_only = "from ruamel.yaml import YAML\nyaml = YAML()\nyaml.load('z')\n"  # round trip: safe
+    assert unsafe_loads(ruamel_only, "ok.py") == []
 
 
 def test_a_bad_params_file_is_one_line_from_every_stage(tmp_path):
