@@ -47,12 +47,15 @@ def test_dvc_repro_runs_end_to_end_then_does_nothing(tiny_project):
 
 @pytest.mark.slow
 def test_swapping_the_model_is_a_param_change_that_skips_prepare(project: Path):
-    run([sys.executable, "-m", "dvc", "repro"], project)
-    out = run([sys.executable, "-m", "dvc", "exp", "run", "baseline", "-S", "model.arch=FPN",  # up to baseline: fast
-               "-S", "model.encoder=mobilenet_v2"], project)
-    assert "Running stage 'baseline'" in out
-    assert "Running stage 'prepare'" not in out
-    assert "FPN-mobilenet_v2" in json.loads((project / "reports" / "baseline.json").read_text())["candidates"]
+    try:
+        run([sys.executable, "-m", "dvc", "repro"], project)
+        out = run([sys.executable, "-m", "dvc", "exp", "run", "baseline", "-S", "model.arch=FPN",  # up to baseline
+                   "-S", "model.encoder=mobilenet_v2"], project)
+        assert "Running stage 'baseline'" in out
+        assert "Running stage 'prepare'" not in out
+        assert "FPN-mobilenet_v2" in json.loads((project / "reports" / "baseline.json").read_text())["candidates"]
+    finally:  # `dvc exp run` leaves its params and outputs in the workspace: later tests need the repro'd project
+        reset_project(project)
 
 
 def report_runs(project: Path) -> set[str]:
@@ -75,6 +78,7 @@ def test_the_report_follows_the_sweep(project: Path, tmp_path: Path):
     """Shrink, grow and change the sweep: the report re-runs and lists exactly its runs; the
     records of runs that left it (here also an l1 run whose model never was, as in a fresh
     clone of the default run's repository) break nothing."""
+    reset_project(project)  # whatever an earlier test left, start from the repro'd project
     for stage in ("prune", "finetune"):
         records = project / "reports" / stage
         (records / "l1-0.5.json").write_text((records / "magnitude-0.5.json").read_text())
