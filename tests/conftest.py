@@ -125,3 +125,14 @@ def reset_project(project: Path) -> None:
     run(["git", "reset", "-q", "--hard"], project)
     run(["git", "clean", "-qfd"], project)
     run([sys.executable, "-m", "dvc", "checkout", "--force"], project)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run fastest on one torch thread (and a busy second core stalls two of them)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

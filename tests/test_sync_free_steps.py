@@ -86,12 +86,7 @@ def _paused(counter: SyncCounter, method):
     return wrapper
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_twenty_hqs_training_steps_read_nothing_back_outside_z_steps_and_epoch_ends(
