@@ -4,8 +4,9 @@
     python -m pipeline.predict --model export/model.onnx --input images/ --out masks/ --probability
     python -m pipeline.predict --model export/model.onnx --input scene.tif --out lines/ --vector
 
-Images (jpg, png, tif, bmp): writes <name>.png (0 = background, 255 = line) per image, and
-<name>_prob.png (line probability x 255) with --probability. Photos with a long side
+Images (jpg, png, tif, bmp): writes <name>.png (0 = background, 255 = line) per image,
+<name>_prob.png (line probability x 255) with --probability, and <name>_overlay.png (lines
+in orange over the dimmed photo) with --overlay. Photos with a long side
 above predict.max_whole px run in blended overlapping windows, as scenes do, so memory
 stays flat however large the photo.
 
@@ -43,6 +44,17 @@ def _csv(kind: type) -> Any:
     return parse
 
 
+def _probability(text: str) -> float:
+    """An argparse type for a threshold strictly between 0 and 1 (0 marks every pixel, 1 none)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must lie strictly between 0 and 1, got {value:g}")
+    return value
+
+
 def predict_config(params: Path | None, args: argparse.Namespace) -> PredictCfg:
     """The `predict` section of `params` (defaults if None), with the CLI flags given on top."""
     from pipeline.params import load_params, parse_section
@@ -60,8 +72,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, required=True, help="model folder (model.json + model.pt) or .onnx file")
     p.add_argument("--input", type=Path, required=True, help="an image, a GeoTIFF scene, or a folder of them")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--threshold", type=float, help="line probability cut (default: the model's tuned threshold)")
+    p.add_argument("--threshold", type=_probability,
+                   help="line probability cut in (0, 1) (default: the model's tuned threshold)")
     p.add_argument("--probability", action="store_true", help="also write the probability (<name>_prob.png/.tif)")
+    p.add_argument("--overlay", action="store_true", help="photos: also write <name>_overlay.png, the predicted "
+                   "lines in orange over the dimmed photo (colour-blind safe)")
     p.add_argument("--threads", type=int, help="CPU threads (default: the runtime's choice)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="cuda: PyTorch on the GPU, or ONNX Runtime's CUDA provider (onnxruntime-gpu)")
@@ -100,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
         cfg = predict_config(params, args)
         predictor = Predictor(args.model, args.threads, args.device)
         images, scenes = predict_inputs(predictor, inputs, args.out, cfg, args.threshold, args.probability,
-                                        args.vector, args.scene)
+                                        args.vector, args.scene, args.overlay)
         print(f"wrote {len(images)} mask(s) and {len(scenes)} scene(s) to {args.out}")
 
     run(body)

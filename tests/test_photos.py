@@ -12,7 +12,7 @@ import pytest
 
 from pipeline.config import PredictCfg
 from pipeline.export import export_onnx
-from pipeline.inference.photos import predict_images
+from pipeline.inference.photos import LINE_COLOUR, predict_images
 from pipeline.inference.predictor import Predictor
 from tests.conftest import ROOT
 from tests.test_scene import NORM, ConvNet, texture
@@ -84,3 +84,23 @@ def test_cli_max_whole_flag_sends_a_photo_to_the_windows_without_torch(conv_onnx
         assert done.returncode == 0, done.stderr
         errors[max_whole] = np.abs(cv2.imread(str(out / "p_prob.png"), cv2.IMREAD_UNCHANGED) - whole).max()
     assert errors[300] == 0 and errors[299] > 5  # at the limit one pass; above it, windows (seams: blend off)
+
+
+def test_overlay_marks_exactly_the_predicted_lines_in_a_colour_blind_safe_colour(conv_net, tmp_path):
+    rgb = np.ascontiguousarray(texture(96, 128, seed=4).transpose(1, 2, 0))
+    cv2.imwrite(str(tmp_path / "p.png"), rgb[:, :, ::-1])
+    predict_images(conv_net, [tmp_path / "p.png"], tmp_path / "out", threshold=0.5, with_overlay=True)
+    mask = cv2.imread(str(tmp_path / "out" / "p.png"), cv2.IMREAD_UNCHANGED) > 0
+    shown = cv2.imread(str(tmp_path / "out" / "p_overlay.png"))[:, :, ::-1]  # back to RGB
+    assert 0 < mask.mean() < 1  # both kinds of pixel are there to check
+    assert (shown[mask] == LINE_COLOUR).all()
+    assert np.array_equal(shown[~mask], (rgb[~mask].astype(np.float32) * 0.6).astype(np.uint8))
+
+
+@pytest.mark.parametrize("value", ["0", "1", "1.5", "-0.1", "high"])
+def test_a_threshold_outside_zero_one_is_refused_with_one_line(conv_onnx, tmp_path, value):
+    cv2.imwrite(str(tmp_path / "p.png"), np.zeros((32, 32, 3), np.uint8))
+    done = subprocess.run([sys.executable, "-m", "pipeline.predict", "--model", str(conv_onnx), "--input",
+                           str(tmp_path / "p.png"), "--out", str(tmp_path / "out"), "--threshold", value],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 2 and "--threshold" in done.stderr and not (tmp_path / "out").exists()

@@ -55,9 +55,22 @@ def photo_outputs(predictor: Predictor, rgb: np.ndarray, cfg: PredictCfg, cut: f
     return mask, prob8
 
 
+# Okabe & Ito's colour-blind-safe orange for predicted line pixels, over the dimmed photo
+LINE_COLOUR = np.array([230, 159, 0], np.uint8)
+
+
+def overlay(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """HxWx3 RGB: the photo at 60 % brightness with predicted line pixels (mask 255) in
+    LINE_COLOUR, readable by viewers with any common colour-vision deficiency."""
+    out = (rgb.astype(np.float32) * 0.6).astype(np.uint8)
+    out[mask > 0] = LINE_COLOUR
+    return out
+
+
 def write_png(array: np.ndarray, path: Path) -> None:
-    """Write a uint8 PNG via a temporary file, so no half-written mask is left behind."""
-    ok, data = cv2.imencode(".png", array)
+    """Write a uint8 PNG (greyscale, or HxWx3 RGB) via a temporary file, so no half-written
+    file is left behind."""
+    ok, data = cv2.imencode(".png", array[..., ::-1] if array.ndim == 3 else array)  # OpenCV writes BGR
     if not ok:
         raise PipelineError(f"{path}: cannot encode PNG")
     tmp = path.with_name(f".{path.name}.tmp")
@@ -66,18 +79,22 @@ def write_png(array: np.ndarray, path: Path) -> None:
 
 
 def predict_images(predictor: Predictor, images: list[Path], out: Path, threshold: float | None = None,
-                   probability: bool = False, cfg: PredictCfg | None = None) -> list[Path]:
-    """Write a mask (and optionally a probability map) per image; returns the masks written.
-
-    `cfg` (the `predict` section) sets max_whole and the windows; None: its defaults."""
+                   probability: bool = False, cfg: PredictCfg | None = None, with_overlay: bool = False
+                   ) -> list[Path]:
+    """Write a mask (and optionally a probability map and an overlay <name>_overlay.png) per
+    image; returns the masks written. `cfg` (the `predict` section) sets max_whole and the
+    windows; None: its defaults."""
     cfg = cfg or PredictCfg()
     out.mkdir(parents=True, exist_ok=True)
     cut = predictor.threshold if threshold is None else threshold
     written = []
     for image in tqdm(images, desc="predict", unit="image", disable=len(images) < 2):
-        mask, prob = photo_outputs(predictor, read_rgb(image), cfg, cut, probability)
+        rgb = read_rgb(image)
+        mask, prob = photo_outputs(predictor, rgb, cfg, cut, probability)
         write_png(mask, out / f"{image.stem}.png")
         if prob is not None:
             write_png(prob, out / f"{image.stem}_prob.png")
+        if with_overlay:
+            write_png(overlay(rgb, mask), out / f"{image.stem}_overlay.png")
         written.append(out / f"{image.stem}.png")
     return written

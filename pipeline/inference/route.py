@@ -27,7 +27,7 @@ def input_images(path: Path) -> list[Path]:
 
 def predict_inputs(predictor: Predictor, inputs: list[Path], out: Path, cfg: PredictCfg,
                    threshold: float | None = None, probability: bool = False, vector: bool = False,
-                   all_tiffs_are_scenes: bool = False) -> tuple[list[Path], list[Path]]:
+                   all_tiffs_are_scenes: bool = False, with_overlay: bool = False) -> tuple[list[Path], list[Path]]:
     """Scenes (georeferenced TIFFs, or every TIFF with `all_tiffs_are_scenes`) go the scene
     route, everything else the image route; returns (images, scenes) done."""
     scenes = []
@@ -36,10 +36,12 @@ def predict_inputs(predictor: Predictor, inputs: list[Path], out: Path, cfg: Pre
         from pipeline.inference.scene_reader import is_scene
 
         scenes = [p for p in inputs if (all_tiffs_are_scenes and p.suffix.lower() in TIFF_SUFFIXES) or is_scene(p)]
+        if scenes and with_overlay:
+            raise PipelineError(f"{scenes[0]}: --overlay is for photos; open a scene's _mask.tif over it in a GIS")
         for scene in scenes:
             written = predict_scene(predictor, scene, out, cfg, threshold, probability, vector)
             print(f"{scene} -> {', '.join(str(p) for p in written.values())}")
     images = [p for p in inputs if p not in scenes]
     if images:
-        predict_images(predictor, images, out, threshold, probability, cfg)
+        predict_images(predictor, images, out, threshold, probability, cfg, with_overlay)
     return images, scenes
