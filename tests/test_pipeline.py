@@ -107,3 +107,21 @@ def test_every_command_has_help(module: str):
                                      ["deploy/onnx_latency.py"]])
 def test_tools_have_help(command: list[str]):
     assert "usage:" in run([sys.executable, *command, "--help"], ROOT)
+
+
+@pytest.mark.slow
+def test_models_round_trip_through_a_local_dvc_remote(project: Path, tmp_path: Path):
+    """README's shareable cache: `dvc push` to a folder remote, a fresh clone, `dvc pull`:
+    the exact model bytes, no rebuild."""
+    remote, clone = tmp_path / "remote", tmp_path / "clone"
+    run([sys.executable, "-m", "dvc", "remote", "add", "--local", "-d", "here", str(remote)], project)
+    try:
+        run([sys.executable, "-m", "dvc", "push"], project)
+        run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
+        run([sys.executable, "-m", "dvc", "remote", "add", "--local", "-d", "here", str(remote)], clone)
+        run([sys.executable, "-m", "dvc", "pull"], clone)
+        model = Path("checkpoints") / "final" / "hqs_l0-0.5" / "model.pt"
+        assert (clone / model).read_bytes() == (project / model).read_bytes()
+        assert "up to date" in run([sys.executable, "-m", "dvc", "status"], clone)
+    finally:
+        (project / ".dvc" / "config.local").unlink(missing_ok=True)
