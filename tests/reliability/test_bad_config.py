@@ -25,7 +25,8 @@ def params_file(tmp_path: Path, text: str) -> Path:
     ("train:\n  epocs: 3\n", r"params\.yaml: train\.epocs: unknown key; did you mean 'epochs'\? "
                              r"\(valid keys: epochs, batch_size, "),
     ("prepare:\n  synthetic: {n_trian: 3}\n", r"prepare\.synthetic\.n_trian: unknown key; did you mean 'n_train'\? "
-                                              r"\(valid keys: n_train, n_val, n_test, height, width\)$"),
+                                              r"\(valid keys: n_train, n_val, n_test, height, width, renderer, "
+                                              r"backgrounds\)$"),
     ("trian:\n  epochs: 3\n", r"params\.yaml: unknown section 'trian'; did you mean 'train'\? "
                               r"\(valid sections: base, "),
     ("train:\n  zzz: 3\n", r"train\.zzz: unknown key \(valid keys: epochs"),  # nothing close: no guess
