@@ -40,9 +40,11 @@ def model_folder(tmp_path, params) -> tuple[torch.nn.Module, Path]:
     return model, tmp_path / "m"
 
 
-def test_a_clean_checkpoint_loads(model_folder):
+def test_a_clean_checkpoint_loads(model_folder, params):
     model, folder = model_folder
-    load_weights(model, folder)  # positive control: the project's own files load
+    fresh = create_model(ModelCfg.model_validate(params["model"]))  # positive control: the project's own files load
+    load_weights(fresh, folder)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), fresh.state_dict().values(), strict=True))
 
 
 def test_a_malicious_pickle_in_a_checkpoint_is_refused_and_never_runs(model_folder, tmp_path):
