@@ -57,21 +57,30 @@ class LineMetrics(Metric):
 
 
 def line_scores(counts: torch.Tensor, threshold: float = 0.5) -> dict[str, torch.Tensor]:
-    """iou, miou, f1, precision, recall at `threshold` from LineMetrics counts, and the
-    threshold that maximises F1 (what is stored with a model as its tuned threshold)."""
+    """iou, miou, f1, precision, recall at `threshold` from LineMetrics counts; the threshold
+    that maximises F1 (what is stored with a model as its tuned threshold) and `iou_tuned`,
+    the line IoU there: the threshold-free selection score (pipeline.selection).
+
+    Threshold 0 is never chosen: it calls every pixel line, which has a small F1 > 0 wherever
+    lines exist. So a dead model (F1 = 0 at every threshold from 0.01 up) gets threshold 0.5
+    and iou_tuned 0, never "every pixel is line".
+    """
     tp, fp, fn, tn = counts
     f1_all = smp.metrics.f1_score(tp, fp, fn, tn, reduction="none", zero_division=0.0)
+    tuned = f1_all[1:]  # on the device: no wait for the host
+    best = torch.where(tuned.max() > 0, 1 + torch.argmax(tuned), N_BINS // 2)
+    iou_all = smp.metrics.iou_score(tp, fp, fn, tn, reduction="none", zero_division=0.0)
     k = min(int(round(threshold * N_BINS)), N_BINS - 1)
     tp, fp, fn, tn = tp[k], fp[k], fn[k], tn[k]
-    line_iou = smp.metrics.iou_score(tp, fp, fn, tn, reduction="none", zero_division=0.0)
     rest_iou = smp.metrics.iou_score(tn, fn, fp, tp, reduction="none", zero_division=0.0)
     return {
-        "iou": line_iou,
-        "miou": (line_iou + rest_iou) / 2,
+        "iou": iou_all[k],
+        "miou": (iou_all[k] + rest_iou) / 2,
         "f1": f1_all[k],
         "precision": smp.metrics.precision(tp, fp, fn, tn, reduction="none", zero_division=0.0),
         "recall": smp.metrics.recall(tp, fp, fn, tn, reduction="none", zero_division=0.0),
-        "best_threshold": torch.argmax(f1_all).float() / N_BINS,
+        "best_threshold": best.float() / N_BINS,
+        "iou_tuned": iou_all[best],
     }
 
 

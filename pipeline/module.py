@@ -79,7 +79,7 @@ class SegmentationModule(L.LightningModule):
             values.update(self.tolerance.compute())
             self.tolerance.reset()
         for name, value in values.items():
-            self.log(f"{split}/{name}", value, prog_bar=name == "iou")
+            self.log(f"{split}/{name}", value, prog_bar=name in ("iou", "iou_tuned"))
         self.metrics[split].reset()
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:

@@ -10,9 +10,12 @@ import numpy as np
 matplotlib.use("Agg")  # files only: stages run headless
 import matplotlib.pyplot as plt  # noqa: E402
 
+from pipeline.selection import SCORE  # noqa: E402
 
-def iou_vs_gmacs(rows: dict[str, dict[str, float]], winner: str, path: Path, title: str, y: str = "val/iou") -> None:
-    """Scatter of IoU (`y`) against GMACs, every point labelled, the winner highlighted."""
+
+def iou_vs_gmacs(rows: dict[str, dict[str, float]], winner: str, path: Path, title: str, y: str = SCORE) -> None:
+    """Scatter of IoU (`y`, by default the selection score) against GMACs, every point labelled,
+    the winner highlighted."""
     fig, ax = plt.subplots(figsize=(7, 5))
     for name, row in rows.items():
         chosen = name == winner
@@ -20,7 +23,7 @@ def iou_vs_gmacs(rows: dict[str, dict[str, float]], winner: str, path: Path, tit
         ax.annotate(name + (" (chosen)" if chosen else ""), (row["gmacs"], row[y]),
                     textcoords="offset points", xytext=(5, 5), fontsize=7)
     ax.set_xlabel("GMACs per image")
-    ax.set_ylabel(f"{y.split('/')[0]} power-line IoU" + (" (threshold 0.5)" if y.startswith("val") else ""))
+    ax.set_ylabel(f"{y.split('/')[0]} power-line IoU" + (" (threshold tuned on val)" if y == SCORE else ""))
     ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -30,13 +33,13 @@ def iou_vs_gmacs(rows: dict[str, dict[str, float]], winner: str, path: Path, tit
 
 
 def study_bars(rows: dict[str, dict[str, float]], winner: str, path: Path, title: str) -> None:
-    """Val IoU per option of a study, the chosen one highlighted."""
+    """The selection score per option of a study, the chosen one highlighted."""
     names = list(rows)
     fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(names) + 2), 4))
-    values = [rows[name]["val/iou"] for name in names]
+    values = [rows[name][SCORE] for name in names]
     bars = ax.bar(names, values, color=["tab:red" if n == winner else "tab:blue" for n in names])
     ax.bar_label(bars, fmt="%.3f", fontsize=8)
-    ax.set_ylabel("val power-line IoU (threshold 0.5)")
+    ax.set_ylabel("val power-line IoU (threshold tuned on val)")
     ax.set_title(f"{title} (chosen: {winner})")
     ax.tick_params(axis="x", rotation=20)
     fig.tight_layout()

@@ -16,6 +16,7 @@ from pipeline.artifact import load_model, save_model
 from pipeline.config import ModelCfg, TrainCfg, TrainerCfg
 from pipeline.measure import macs_and_params
 from pipeline.resume import ResumeStore
+from pipeline.selection import SCORE
 from pipeline.train import FitResult, describe, fit
 
 
@@ -53,17 +54,18 @@ def run_variant(variant: Variant, trainer: TrainerCfg, data: Path, logs: Path, s
 
 
 def pick(rows: dict[str, dict[str, float]], tolerance: float) -> str:
-    """Highest val IoU, but among variants within `tolerance` of it the fewest MACs wins.
+    """Highest SCORE (val IoU at the tuned threshold), but among variants within `tolerance`
+    of it the fewest MACs wins.
 
     Uses only deterministic figures; ties break by name so the choice is reproducible.
     """
-    best = max(row["val/iou"] for row in rows.values())
-    close = [name for name, row in rows.items() if row["val/iou"] >= best - tolerance]
+    best = max(row[SCORE] for row in rows.values())
+    close = [name for name, row in rows.items() if row[SCORE] >= best - tolerance]
     return min(close, key=lambda name: (rows[name]["gmacs"], name))
 
 
-RULE = ("highest val/iou; among variants within iou_tolerance of it, the fewest GMACs "
-        "(latency is measured by the report, never used: it is noisy)")
+RULE = (f"highest {SCORE} (val IoU at the F1-optimal threshold); among variants within iou_tolerance "
+        "of it, the fewest GMACs (latency is measured by the report, never used: it is noisy)")
 
 
 def run_study(variants: list[Variant], trainer: TrainerCfg, data: Path, logs: Path, seed: int,

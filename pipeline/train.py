@@ -29,6 +29,7 @@ from pipeline.data.datamodule import SegmentationData
 from pipeline.errors import PipelineError
 from pipeline.module import SegmentationModule
 from pipeline.resume import BEST, LAST, AtomicCheckpointIO, EpochSeed, ResumeStore, finished_epochs, mark_finished
+from pipeline.selection import SCORE
 
 log = logging.getLogger(__name__)
 
@@ -79,18 +80,21 @@ class StopOnNonFinite(Callback):
 
 @dataclass
 class FitResult:
-    """The best model (by val IoU), its tuned threshold, and val/test figures."""
+    """The best model (by the selection score), its tuned threshold, val/test figures, and the
+    epochs trained (fewer than the cap when early stopping ended the run; 0: not trained here)."""
 
     module: SegmentationModule
     threshold: float
     metrics: dict[str, float]
+    epochs: int = 0
 
 
 def fit(model_cfg: ModelCfg, train_cfg: TrainCfg, trainer_cfg: TrainerCfg, data_root: Path,
         log_dir: Path, seed: int, num_classes: int = 2, model: nn.Module | None = None,
         callbacks: list[Callback] | None = None, keep_last: bool = False, resume: ResumeStore | None = None,
         **module_options: Any) -> FitResult | None:
-    """Train, keep the best val IoU checkpoint, tune the threshold on val, score test.
+    """Train, keep the best checkpoint by SCORE (val IoU at the tuned threshold), tune the
+    threshold on val, score test.
 
     Returns None on every DDP rank but global rank 0 (which returns the result): callers
     write outputs only when they get a result. `callbacks` are added to the Trainer's (their
@@ -110,12 +114,12 @@ def fit(model_cfg: ModelCfg, train_cfg: TrainCfg, trainer_cfg: TrainerCfg, data_
         # to resume from, which must come second to hold the best one's updated record
         saved = []
         if not keep_last:
-            saved.append(ModelCheckpoint(dirpath=work, filename=Path(BEST).stem, monitor="val/iou", mode="max",
+            saved.append(ModelCheckpoint(dirpath=work, filename=Path(BEST).stem, monitor=SCORE, mode="max",
                                          save_weights_only=True, enable_version_counter=False))
         saved.append(ModelCheckpoint(dirpath=work, filename=Path(LAST).stem, enable_version_counter=False))
         callbacks = [*saved, StopOnNonFinite(folder), EpochSeed(seed), *(callbacks or [])]
         if train_cfg.early_stopping_patience:
-            callbacks.append(EarlyStopping("val/iou", mode="max", patience=train_cfg.early_stopping_patience))
+            callbacks.append(EarlyStopping(SCORE, mode="max", patience=train_cfg.early_stopping_patience))
         done = finished_epochs(folder)  # a finished run replays no epoch, even one that stopped early
         trainer = L.Trainer(
             max_epochs=train_cfg.epochs if done is None else done,
@@ -144,7 +148,7 @@ def fit(model_cfg: ModelCfg, train_cfg: TrainCfg, trainer_cfg: TrainerCfg, data_
             module.load_state_dict(state["state_dict"])
         if (work / "dvclive").exists():  # fast_dev_run logs nothing
             shutil.copytree(work / "dvclive", log_dir, dirs_exist_ok=True)
-    return evaluate(module, data, trainer_cfg)
+    return evaluate(module, data, trainer_cfg, epochs=trainer.current_epoch)
 
 
 @contextmanager
@@ -157,8 +161,12 @@ def _work_folder(folder: Path | None) -> Iterator[Path]:
         yield Path(work)
 
 
-def evaluate(module: SegmentationModule, data: SegmentationData, trainer_cfg: TrainerCfg) -> FitResult:
-    """Val at 0.5 (the figure selections use), then test at the val-tuned threshold.
+def evaluate(module: SegmentationModule, data: SegmentationData, trainer_cfg: TrainerCfg,
+             epochs: int = 0) -> FitResult:
+    """Val, then test at the threshold that maximises val F1; `epochs`: how many were trained.
+
+    Val's metrics hold val/iou at 0.5 (a plain reported figure) and SCORE (val/iou_tuned, at
+    val's F1 optimum: what selections read); the test figures are at that tuned threshold.
 
     Runs on this process alone (one device), on whole splits, also after DDP training.
     """
@@ -170,7 +178,7 @@ def evaluate(module: SegmentationModule, data: SegmentationData, trainer_cfg: Tr
         module.threshold = float(val["val/best_threshold"])
         test = trainer.test(module, datamodule=data, verbose=False)[0]
     metrics = {k: float(v) for k, v in {**val, **test}.items() if not k.endswith("best_threshold")}
-    return FitResult(module, module.threshold, metrics)
+    return FitResult(module, module.threshold, metrics, epochs)
 
 
 @contextmanager

@@ -11,9 +11,10 @@ from pipeline.config import ModelCfg, ReportCfg, SweepCfg
 from pipeline.models import create_model
 from pipeline.plots import template_histograms
 from pipeline.report.collect import curves, evaluation_size, gather, model_rows, read_json, sweep_runs
-from pipeline.report.figures import channels_per_layer, pareto, prediction_panel, training_curves
+from pipeline.report.figures import CURVES, channels_per_layer, pareto, prediction_panel, training_curves
 from pipeline.report.render import model_table, prune_notes, to_html
 from pipeline.report.timing import DENSE, measure_models, speed_notes
+from pipeline.selection import FAIL_SHARE, SCORE
 
 STAGES = ("baseline", "augment", "loss", "prune", "finetune")
 SWEPT = ("prune", "finetune")  # stages with one log folder per sweep run
@@ -77,11 +78,12 @@ def figure_sections(rows: dict, records: dict, folders: dict[str, Path], paths: 
         sections.append("![template magnitudes](figures/template_magnitudes.png)")
     runs = list(records["finetune"])  # the sweep's: logs of runs that left it stay on disk
     training_curves({stage: {m: curves(paths.logs / stage, m, runs if stage in SWEPT else None)
-                             for m in ("val/iou", "train/loss_epoch")} for stage in STAGES},
+                             for m in CURVES} for stage in STAGES},
                     figures / "training_curves.png")
     sections += ["## Training curves", "![training curves](figures/training_curves.png)"]
     final = final if final in records["finetune"] else next(iter(records["finetune"]), None)
-    shown = {"dense": DENSE, **({f"final {final}": final} if final else {})}
+    failed = final and rows[f"{final} fine-tuned"].get("failed")
+    shown = {"dense": DENSE, **({f"final {final}" + (" (failed)" if failed else ""): final} if final else {})}
     models = {label: load_model(folders[key]) for label, key in shown.items()}
     prediction_panel(paths.data, {label: (m, card.threshold) for label, (m, card) in models.items()},
                      panel_images, figures / "predictions.png")
@@ -133,7 +135,11 @@ def explain(size: tuple[int, int], cfg: ReportCfg, records: dict) -> str:
             f"tolerance), at the threshold tuned on val. Tol. F1: precision = share of predicted line pixels "
             f"within 0.0075 of the image diagonal of a true line pixel, recall = share of true line pixels "
             f"within that distance of a predicted one; not directly comparable with BSDS ODS (which thins "
-            f"predictions and matches one to one). GMACs and Mparams at {cost}x{cost} (Torch-Pruning's "
+            f"predictions and matches one to one). Val IoU tuned: val IoU at the threshold that maximises val "
+            f"F1, the score every checkpoint, early stop and study choice is made by ({SCORE}). A pruning run "
+            f"has **failed** when its final {SCORE} is below {FAIL_SHARE:.0%} of the dense model's: both its "
+            f"rows are marked and it is never a leader (Pareto front, speed list). GMACs and Mparams at "
+            f"{cost}x{cost} (Torch-Pruning's "
             f"counter). Latency: batch 1 at the evaluation size {size[0]}x{size[1]}, {cfg.threads} threads, "
             f"{cfg.warmup} warm-up runs, {cfg.rounds} rounds with the models interleaved; 'x dense' = median "
             f"over rounds of the paired ratio dense time / model time. Pruned rows share their fine-tuned "

@@ -12,9 +12,10 @@ import cv2
 
 from pipeline.config import PAD_MULTIPLE, SweepCfg
 from pipeline.errors import PipelineError
+from pipeline.selection import SCORE, failed
 
 STUDIES = ("baseline", "augment", "loss")
-ACCURACY = ("test/iou", "test/miou", "test/f1", "test/tol_f1", "val/iou", "gmacs", "mparams")
+ACCURACY = ("test/iou", "test/miou", "test/f1", "test/tol_f1", "val/iou", SCORE, "gmacs", "mparams")
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -49,7 +50,8 @@ def model_rows(records: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """One row per model: {name: {"kind", "run", accuracy and cost figures}}.
 
     kind: candidate | study | dense | pruned | final; `run` names the pruning run
-    (<method>-<target>) that pruned and final rows belong to.
+    (<method>-<target>) that pruned and final rows belong to; `failed` (pruned and final rows)
+    whether that run failed (see mark_failed).
     """
     studies = records["studies"]
     dense = studies["loss"]["winner"]
@@ -69,7 +71,25 @@ def model_rows(records: dict[str, Any]) -> dict[str, dict[str, Any]]:
                                           **_figures(final["final"])}
     if not any(row["kind"] == "dense" for row in rows.values()) or dense is None:
         raise PipelineError("reports/loss.json: no winner recorded")
+    mark_failed(rows)
     return rows
+
+
+def mark_failed(rows: dict[str, dict[str, Any]]) -> None:
+    """Set `failed` on both rows of every pruning run whose final val score (fine-tuned, else
+    right after removal) fails pipeline.selection.failed against the dense model's."""
+    for name, row in rows.items():
+        if SCORE not in row and row["kind"] in ("dense", "pruned", "final"):
+            raise PipelineError(f"{name}: its record has no {SCORE} (written before the selection score "
+                                f"existed); run its stage again")
+    dense = next(r for r in rows.values() if r["kind"] == "dense")[SCORE]
+    ends = {}  # run -> its final val score; a fine-tuned row comes after its run's pruned row
+    for row in rows.values():
+        if row["kind"] in ("pruned", "final"):
+            ends[row["run"]] = row[SCORE]
+    for row in rows.values():
+        if row["kind"] in ("pruned", "final"):
+            row["failed"] = failed(ends[row["run"]], dense)
 
 
 def evaluation_size(data: Path) -> tuple[int, int]:

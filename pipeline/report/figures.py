@@ -15,9 +15,11 @@ from torch import nn  # noqa: E402
 from pipeline.data.datamodule import PreparedSplit  # noqa: E402
 from pipeline.data.sources.base import IGNORE_INDEX, LINE  # noqa: E402
 from pipeline.scoring import split_probabilities  # noqa: E402
+from pipeline.selection import SCORE  # noqa: E402
 
 KIND_COLOURS = {"candidate": "tab:gray", "study": "tab:blue", "dense": "black", "pruned": "tab:orange",
                 "final": "tab:red"}
+CURVES = (SCORE, "train/loss_epoch")  # per-epoch metrics drawn for every training stage
 
 
 def _save(fig: plt.Figure, path: Path, dpi: int = 110) -> None:
@@ -38,15 +40,17 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
 
 
 def pareto(rows: dict[str, dict[str, Any]], path: Path) -> None:
-    """Test IoU against GMACs for every model, each point labelled, the front drawn."""
+    """Test IoU against GMACs for every model, each point labelled, the front drawn through
+    the models that did not fail (a failed run is never a leader)."""
     fig, ax = plt.subplots(figsize=(8, 5.5))
     labels: dict[tuple[float, float], list[str]] = {}  # models at the same point share one label
     for name, row in rows.items():
         ax.scatter(row["gmacs"], row["test/iou"], c=KIND_COLOURS[row["kind"]], s=40, zorder=3)
-        labels.setdefault((round(row["gmacs"], 2), round(row["test/iou"], 3)), []).append(name)
+        labels.setdefault((round(row["gmacs"], 2), round(row["test/iou"], 3)), []).append(
+            name + (" (failed)" if row.get("failed") else ""))
     for (x, y), names in labels.items():
         ax.annotate("\n".join(names), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
-    front = pareto_front([(r["gmacs"], r["test/iou"]) for r in rows.values()])
+    front = pareto_front([(r["gmacs"], r["test/iou"]) for r in rows.values() if not r.get("failed")])
     xs, ys = zip(*front, strict=True)
     ax.step([*xs, max(r["gmacs"] for r in rows.values())], [*ys, ys[-1]], where="post", color="tab:green",
             lw=2, alpha=0.5, label="Pareto front", zorder=2)
@@ -77,11 +81,11 @@ def channels_per_layer(prunes: dict[str, dict[str, Any]], path: Path) -> None:
 
 
 def training_curves(curves: dict[str, dict[str, dict[str, list[float]]]], path: Path) -> None:
-    """Val IoU and train loss per epoch, one column per stage, one line per run."""
+    """The selection score and train loss (CURVES) per epoch, one column per stage, one line per run."""
     stages = [s for s in curves if any(curves[s].values())]
     fig, axes = plt.subplots(2, len(stages), figsize=(3.2 * len(stages), 5.5), squeeze=False)
     for col, stage in enumerate(stages):
-        for row, metric in enumerate(("val/iou", "train/loss_epoch")):
+        for row, metric in enumerate(CURVES):
             ax = axes[row, col]
             for run, values in curves[stage].get(metric, {}).items():
                 ax.plot(range(1, len(values) + 1), values, marker=".", label=run)

@@ -9,9 +9,12 @@ from typing import Any
 
 from markdown_it import MarkdownIt
 
+from pipeline.selection import SCORE
+
 COLUMNS = (  # (header, row key, format)
-    ("test IoU", "test/iou", ".3f"), ("mIoU", "test/miou", ".3f"), ("F1", "test/f1", ".3f"),
-    ("tol. F1", "test/tol_f1", ".3f"), ("Mparams", "mparams", ".2f"), ("GMACs", "gmacs", ".3f"),
+    ("val IoU tuned", SCORE, ".3f"), ("test IoU", "test/iou", ".3f"), ("mIoU", "test/miou", ".3f"),
+    ("F1", "test/f1", ".3f"), ("tol. F1", "test/tol_f1", ".3f"), ("Mparams", "mparams", ".2f"),
+    ("GMACs", "gmacs", ".3f"),
     ("eager ms", "eager_ms", ".1f"), ("eager x dense", "eager_speedup", ".2f"),
     ("ORT ms", "onnx_ms", ".1f"), ("ORT x dense", "onnx_speedup", ".2f"),
     ("peak MB eager", "eager_peak_mb", ".0f"), ("peak MB ORT", "onnx_peak_mb", ".0f"),
@@ -19,13 +22,16 @@ COLUMNS = (  # (header, row key, format)
 STYLE = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
          "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;"
          "text-align:right}td:first-child,th:first-child{text-align:left}img{max-width:100%}")
+FAILED = "**failed**"  # what the rule means is said under the table (build.explain)
 
 
 def model_table(rows: dict[str, dict[str, Any]]) -> str:
-    """Markdown table of every model over COLUMNS; '-' where a figure does not apply."""
-    lines = ["| model | " + " | ".join(h for h, _, _ in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    """Markdown table of every model over COLUMNS; '-' where a figure does not apply; the last
+    column marks the rows of failed pruning runs (pipeline.selection.failed)."""
+    lines = ["| model | " + " | ".join(h for h, _, _ in COLUMNS) + " | failed |", "|---" * (len(COLUMNS) + 2) + "|"]
     for name, row in rows.items():
         cells = [format(row[key], fmt) if isinstance(row.get(key), float | int) else "-" for _, key, fmt in COLUMNS]
+        cells.append(FAILED if row.get("failed") else "")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

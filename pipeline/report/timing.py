@@ -48,7 +48,8 @@ def measure_models(folders: dict[str, Path], size: tuple[int, int], cfg: ReportC
 
 def speed_notes(rows: dict[str, dict[str, Any]], speed: dict[str, dict[str, Any]], floor: float = 1.05) -> list[str]:
     """One line per fine-tuned model: MAC cut against measured speed-ups, flagged when the
-    cut did not turn into a speed-up (below `floor`) on this CPU."""
+    cut did not turn into a speed-up (below `floor`) on this CPU, or when the run failed (then
+    it is no candidate, however fast)."""
     dense_gmacs = next(r["gmacs"] for r in rows.values() if r["kind"] == "dense")
     notes = []
     for row in rows.values():
@@ -61,5 +62,7 @@ def speed_notes(rows: dict[str, dict[str, Any]], speed: dict[str, dict[str, Any]
         slow = [rt for rt, key in (("eager", "eager_speedup"), ("ONNX Runtime", "onnx_speedup")) if s[key] < floor]
         if slow:
             line += f" - **the MAC reduction did not turn into a speed-up ({' and '.join(slow)})**"
+        if row.get("failed"):
+            line += " - **failed run: not a candidate**"
         notes.append(line)
     return notes

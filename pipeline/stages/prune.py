@@ -15,6 +15,7 @@ from pipeline.errors import PipelineError
 from pipeline.params import load_sections
 from pipeline.pruning.registry import method_names
 from pipeline.pruning.run import prune
+from pipeline.selection import SCORE
 from pipeline.stages._cli import add_paths, add_resume, parser, resume_store, run
 
 
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
         resume.clear()
         after = record["after_removal"]
         print(f"{args.method}: MACs -{record['achieved_reduction']:.1%} (target -{args.macs_reduction:.0%}), "
-              f"val IoU right after removal {after['val/iou']:.3f} (dense {record['dense'].get('val/iou', 0):.3f})")
+              f"{SCORE} right after removal {after[SCORE]:.3f} (dense {record['dense'].get(SCORE, 0):.3f})")
 
     run(body)
 
