@@ -39,6 +39,12 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
     return front
 
 
+def leaders(rows: dict[str, dict[str, Any]]) -> list[tuple[float, float]]:
+    """The Pareto front (GMACs, test IoU) of the models that did not fail: a failed run is
+    never a leader, however cheap."""
+    return pareto_front([(r["gmacs"], r["test/iou"]) for r in rows.values() if not r.get("failed")])
+
+
 def pareto(rows: dict[str, dict[str, Any]], path: Path) -> None:
     """Test IoU against GMACs for every model, each point labelled, the front drawn through
     the models that did not fail (a failed run is never a leader)."""
@@ -50,7 +56,7 @@ def pareto(rows: dict[str, dict[str, Any]], path: Path) -> None:
             name + (" (failed)" if row.get("failed") else ""))
     for (x, y), names in labels.items():
         ax.annotate("\n".join(names), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
-    front = pareto_front([(r["gmacs"], r["test/iou"]) for r in rows.values() if not r.get("failed")])
+    front = leaders(rows)
     xs, ys = zip(*front, strict=True)
     ax.step([*xs, max(r["gmacs"] for r in rows.values())], [*ys, ys[-1]], where="post", color="tab:green",
             lw=2, alpha=0.5, label="Pareto front", zorder=2)
