@@ -14,6 +14,7 @@ import yaml
 from pipeline.config import AugmentCfg, TrainCfg
 from pipeline.data.datamodule import PreparedSplit, build_policy, pad_collate, train_transform
 from pipeline.errors import PipelineError
+from pipeline.selection import SCORE
 from pipeline.stages import augment, baseline, loss
 from pipeline.study import pick
 
@@ -59,11 +60,11 @@ def test_study_with_an_undefined_option_names_it(tmp_path):
 
 
 def test_pick_prefers_fewer_macs_within_tolerance_and_is_deterministic():
-    rows = {"big": {"val/iou": 0.50, "gmacs": 9.0}, "small": {"val/iou": 0.49, "gmacs": 2.0},
-            "tiny": {"val/iou": 0.30, "gmacs": 0.5}}
+    rows = {"big": {SCORE: 0.50, "gmacs": 9.0}, "small": {SCORE: 0.49, "gmacs": 2.0},
+            "tiny": {SCORE: 0.30, "gmacs": 0.5}}
     assert pick(rows, tolerance=0.02) == "small"
     assert pick(rows, tolerance=0.0) == "big"
-    tie = {"b": {"val/iou": 0.5, "gmacs": 1.0}, "a": {"val/iou": 0.5, "gmacs": 1.0}}
+    tie = {"b": {SCORE: 0.5, "gmacs": 1.0}, "a": {SCORE: 0.5, "gmacs": 1.0}}
     assert pick(tie, tolerance=0.0) == "a"
 
 
