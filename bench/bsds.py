@@ -52,3 +52,11 @@ def ods_ois_ap(per_image: dict[str, list[list[int]]], thresholds: int = THRESHOL
 def _stored(sample: dict[str, Any]) -> tuple[np.ndarray, ...]:
     """calculate_metrics' per-image step: the counts were computed already."""
     return tuple(np.asarray(row, dtype=np.float64) for row in sample["counts"])
+
+
+def split_boundary_counts(model: Any, data: Any, split: str = "test") -> dict[str, list[list[int]]]:
+    """`boundary_counts` of every image of a prepared split, predicted at the image's own size."""
+    from pipeline.labels import LINE
+    from pipeline.scoring import split_probabilities
+
+    return {name: boundary_counts(prob, mask == LINE) for name, prob, mask in split_probabilities(model, data, split)}

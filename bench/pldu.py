@@ -1,48 +1,62 @@
-"""Benchmark on real data: HQS-L0 vs Torch-Pruning magnitude vs BN slimming vs random on PLDU.
+"""The PLDU benchmark: pruning methods against a dense control on real power-line photos.
 
-Per seed: one dense model trained to convergence (early stopping on val IoU) before any
-pruning, then every method x MAC target pruned from it and fine-tuned with equal budgets.
-Records the test IoU right after removal and after fine-tuning, and the fine-tuning steps
-until val IoU comes within `bench.within` of the dense model's. Each finished run is a JSON
-file under --work, so a killed benchmark resumes where it stopped.
+Per seed: a dense model trained until early stopping ends it; the control (the dense model
+trained as many epochs more as a pruned model gets); every method x MAC target pruned from
+the same dense model and fine-tuned with the same budget. Checkpoints, early stopping and
+every pick use the threshold-free val score (pipeline.selection), never the test split.
+The sparse-training baselines' regulariser strength is tuned on one seed and target (the
+tuning runs count in their compute). At the end, BSDS ODS/OIS/AP for dense, the control,
+hqs_l0 and the best baseline by val score at each target.
 
-    python -m bench.pldu                 # ~2 h on 2 cores; run it in the background
-    python -m bench.pldu --seeds 0 --methods hqs_l0 --macs-reductions 0.5   # a slice
+Each run writes a small JSON record under bench/results/pldu/ carrying the hashes of its
+code, data, starting model and config (bench/records.py): rerun the command and it skips
+what is current, re-runs what changed, and rewrites pldu.{json,md} from current records.
+
+    python -m bench.pldu                 # all of it (hours on 2 cores): run in the background
+    python -m bench.pldu --seeds 0 --methods hqs_l0 --macs-reductions 0.75   # a slice
+    python -m bench.pldu --summary-only  # re-aggregate the committed records
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from bench.stats import summarise, write_outputs
-from pipeline.artifact import save_model, write_json
-from pipeline.config import FinetuneCfg, ModelCfg, PruneCfg, Strict, TrainCfg, TrainerCfg
+from bench.records import ROOT, RecordStore, code_hash, config_hash, folder_hash, weights_hash
+from pipeline.config import PruneCfg, Strict
 from pipeline.data.prepare import prepare
-from pipeline.measure import macs_and_params
 from pipeline.params import SECTIONS, load_params, parse_section
-from pipeline.pruning.registry import method_names
-from pipeline.pruning.run import finetune, prune
-from pipeline.report.collect import dvclive_curve
-from pipeline.scoring import split_counts
-from pipeline.train import describe, fit
+from pipeline.pruning.registry import METHODS, check_method, method_names
+from pipeline.selection import failed
 
-ROOT = Path(__file__).resolve().parent.parent
 USED = ("base", "prepare", "model", "train", "trainer", "prune", "finetune")  # the pipeline sections read
+DENSE_SECTIONS = ("base", "prepare", "model", "train", "trainer")
 
 
 class BenchCfg(Strict):
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
-    methods: list[str] = Field(default_factory=lambda: ["hqs_l0", "magnitude", "slimming", "random"])
+    methods: list[str] = Field(default_factory=lambda: ["hqs_l0", "magnitude"])
     macs_reductions: list[float] = Field(default_factory=lambda: [0.5, 0.75])
-    within: float = Field(0.01, gt=0)
-    bootstrap: int = Field(2000, ge=100)
+    within: float = Field(0.01, gt=0)  # "recovered": val score within this of the dense model's
+    tune: dict[str, dict[str, list[float]]] = Field(default_factory=dict)  # method -> option -> values tried
+    tune_seed: int = 0
+    tune_target: float = 0.75
+    bootstrap: int = Field(4999, ge=100)
+    bsds: bool = True
+
+    @model_validator(mode="after")
+    def _known_methods(self) -> BenchCfg:
+        for name in [*self.methods, *self.tune]:
+            check_method(name)
+        unknown = set(self.tune) - set(self.methods)
+        if unknown:
+            raise ValueError(f"bench.tune names methods not in bench.methods: {', '.join(sorted(unknown))}")
+        return self
 
 
 def load_config(path: Path) -> tuple[BenchCfg, dict[str, Any]]:
@@ -53,77 +67,176 @@ def load_config(path: Path) -> tuple[BenchCfg, dict[str, Any]]:
     return bench, sections
 
 
-def dense_run(sections: dict[str, Any], data: Path, folder: Path, seed: int) -> dict[str, Any]:
-    """Train (or reuse) the seed's dense model; its record holds val/test figures and per-image counts."""
-    record_path = folder / "record.json"
-    if record_path.exists():
-        return json.loads(record_path.read_text())
-    model_cfg: ModelCfg = sections["model"]
-    train: TrainCfg = sections["train"]
-    started = time.time()
-    result = fit(model_cfg, train, sections["trainer"], data, folder / "logs", seed, sections["base"].num_classes)
-    size = train.crop_size
-    save_model(result.module.model, folder / "model", describe(model_cfg, sections["base"].num_classes, result,
-                                                               train=train, cost_size=size))
-    macs, params = macs_and_params(result.module.model, size)
-    epochs = len(dvclive_curve(folder / "logs", "val/iou"))
-    record = {"seed": seed, "metrics": result.metrics, "threshold": result.threshold, "epochs": epochs,
-              "gmacs": macs / 1e9, "mparams": params / 1e6, "seconds": time.time() - started,
-              "test_counts": split_counts(result.module.model, data, result.threshold)}
-    write_json(record, record_path)
-    return record
+class Benchmark:
+    """Runs (or reuses) the records of one preset; models live under `work`."""
+
+    def __init__(self, bench: BenchCfg, sections: dict[str, Any], data: Path, work: Path, records: Path) -> None:
+        self.bench, self.sections, self.data, self.work = bench, sections, data, work
+        self.store = RecordStore(records)
+        self.data_hash = folder_hash(data)
+        self.dumped = {name: section.model_dump() for name, section in sections.items()}
+
+    def inputs(self, module: str, start: str | None, *config: Any) -> dict[str, str]:
+        return {"code": code_hash(module), "data": self.data_hash, "start": start or "",
+                "config": config_hash([self.dumped[n] if isinstance(n, str) else n for n in config])}
+
+    def _run(self, name: str, inputs: dict[str, str], model: Path, make) -> dict[str, Any]:
+        """The current record `name`, else run `make()` and store it (with the model's hash)."""
+        record = self.store.current(name, inputs)
+        if record is not None and (model / "model.pt").exists() and weights_hash(model) == record["model_hash"]:
+            return record
+        if record is not None and not (model / "model.pt").exists():
+            print(f"{name}: record current, model not on this machine: training it again", flush=True)
+        started = time.strftime("%H:%M:%S")
+        print(f"{started} {name}: running", flush=True)
+        body = make()
+        return self.store.save(name, inputs, {**body, "model_hash": weights_hash(model)})
+
+    # --- what a record is: its name, inputs and model folder -------------------------------
+
+    def dense_spec(self, seed: int) -> tuple[str, dict[str, str], Path]:
+        inputs = self.inputs("bench.dense", None, *DENSE_SECTIONS, seed)
+        return f"seed{seed}/dense", inputs, self.work / f"seed{seed}" / "dense" / "model"
+
+    def control_spec(self, seed: int, dense: dict[str, Any]) -> tuple[str, dict[str, str], Path]:
+        inputs = self.inputs("bench.dense", dense["model_hash"], *DENSE_SECTIONS, "prune", "finetune", seed)
+        return f"seed{seed}/control", inputs, self.work / f"seed{seed}" / "control" / "model"
+
+    def pruned_spec(self, seed: int, dense: dict[str, Any], method: str, target: float,
+                    options: dict[str, Any] | None = None) -> tuple[str, dict[str, str], Path]:
+        suffix = "".join(f"-{key}{value:g}" for key, value in sorted((options or {}).items()))
+        name = f"seed{seed}/{method}-{target}{suffix}"
+        inputs = self.inputs("bench.pruned", dense["model_hash"], *DENSE_SECTIONS, "prune", "finetune",
+                             self.prune_cfg(method, options).method_options(method), method, target, seed,
+                             self.bench.within)
+        inputs["code"] = code_hash("bench.pruned", METHODS[method].partition(":")[0])
+        return name, inputs, self.work / name / "final"
+
+    def prune_cfg(self, method: str, options: dict[str, Any] | None) -> PruneCfg:
+        """The preset's prune section, with `options` for `method`'s block if given."""
+        cfg: PruneCfg = self.sections["prune"]
+        return PruneCfg.model_validate({**cfg.model_dump(), method: options}) if options else cfg
+
+    # --- running them ------------------------------------------------------------------------
+
+    def dense(self, seed: int) -> dict[str, Any]:
+        from bench.dense import dense_run
+
+        name, inputs, model = self.dense_spec(seed)
+        return self._run(name, inputs, model, lambda: dense_run(self.sections, self.data, model.parent, seed))
+
+    def control(self, seed: int, dense: dict[str, Any]) -> dict[str, Any]:
+        from bench.dense import control_run
+
+        name, inputs, model = self.control_spec(seed, dense)
+        dense_model = self.dense_spec(seed)[2]
+        return self._run(name, inputs, model,
+                         lambda: control_run(self.sections, self.data, dense_model, model.parent, seed))
+
+    def pruned(self, seed: int, dense: dict[str, Any], method: str, target: float,
+               options: dict[str, Any] | None = None) -> dict[str, Any]:
+        from bench.pruned import pruned_run
+
+        name, inputs, model = self.pruned_spec(seed, dense, method, target, options)
+        return self._run(name, inputs, model,
+                         lambda: pruned_run(self.sections, self.data, self.dense_spec(seed)[2], model.parent, seed,
+                                            method, target, self.prune_cfg(method, options), dense["val_score"],
+                                            self.bench.within))
+
+    def tuned_options(self, method: str, dense_of: dict[int, dict[str, Any]], run: bool = True
+                      ) -> dict[str, Any] | None:
+        """The method's option value picked by val score on the tuning seed and target (running
+        the tuning runs if `run`); None for untuned methods, or when records are missing."""
+        grid = self.bench.tune.get(method)
+        if not grid:
+            return None
+        (key, values), = grid.items()  # one option per method: a grid search is not what this measures
+        seed, target = self.bench.tune_seed, self.bench.tune_target
+        if run and seed not in dense_of:
+            dense_of[seed] = self.dense(seed)
+        if seed not in dense_of:
+            return None
+        tried = {}
+        for value in values:
+            if run:
+                tried[value] = self.pruned(seed, dense_of[seed], method, target, {key: value})
+            else:
+                name, inputs, _ = self.pruned_spec(seed, dense_of[seed], method, target, {key: value})
+                tried[value] = self.store.current(name, inputs)
+        if not all(tried.values()):
+            return None
+        best = max(values, key=lambda v: (not failed(tried[v]["val_score"], dense_of[seed]["val_score"]),
+                                          tried[v]["val_score"]))
+        return {key: best}
+
+    def bsds(self, seed: int, name: str, run: dict[str, Any], model: Path | None) -> dict[str, Any] | None:
+        """BSDS counts of a run's final model (computed if `model` is given and none are current)."""
+        from bench.bsds import split_boundary_counts
+        from pipeline.artifact import load_model
+
+        inputs = {"code": code_hash("bench.bsds"), "data": self.data_hash, "start": run["model_hash"], "config": ""}
+        record = self.store.current(f"seed{seed}/bsds-{name}", inputs)
+        if record is None and model is not None:
+            print(f"{time.strftime('%H:%M:%S')} seed{seed}/bsds-{name}: matching boundaries", flush=True)
+            record = self.store.save(f"seed{seed}/bsds-{name}", inputs,
+                                     {"counts": split_boundary_counts(load_model(model)[0], self.data)})
+        return record
 
 
-def steps_to_recover(after_removal: float, curve: list[tuple[int, float]], target: float) -> int | None:
-    """Fine-tuning steps until val IoU >= target: 0 if already there after removal, None if never."""
-    if after_removal >= target:
-        return 0
-    return next((step + 1 for step, iou in curve if iou >= target), None)
+def run_all(b: Benchmark, dense_only: bool = False) -> None:
+    """Every record of the preset, seed by seed (so a slice ends with whole seeds done);
+    `dense_only`: the dense models and controls of every seed first."""
+    dense_of: dict[int, dict[str, Any]] = {}
+    tuned: dict[str, dict[str, Any] | None] = {}
+    for seed in b.bench.seeds:
+        dense_of[seed] = b.dense(seed)
+        b.control(seed, dense_of[seed])
+        if dense_only:
+            continue
+        for target in sorted(b.bench.macs_reductions, reverse=True):
+            for method in b.bench.methods:
+                if method not in tuned:
+                    tuned[method] = b.tuned_options(method, dense_of)
+                b.pruned(seed, dense_of[seed], method, target, tuned[method])
+    if b.bench.bsds and not dense_only:
+        for seed, name, run, model in bsds_arms(b, dense_of, tuned):
+            b.bsds(seed, name, run, model)
 
 
-def pruned_run(sections: dict[str, Any], bench: BenchCfg, data: Path, work: Path, dense: dict[str, Any],
-               method: str, target: float) -> dict[str, Any]:
-    """Prune the seed's dense model by one method to one MAC target, fine-tune, score (or reuse)."""
-    seed = dense["seed"]
-    folder = work / f"seed{seed}" / f"{method}-{target}"
-    record_path = folder / "record.json"
-    if record_path.exists():
-        return json.loads(record_path.read_text())
-    started = time.time()
-    dense_folder = work / f"seed{seed}" / "dense" / "model"
-    prune_cfg: PruneCfg = sections["prune"]
-    trainer: TrainerCfg = sections["trainer"]
-    pruned, card, record = prune(dense_folder, data, method, target, prune_cfg, trainer, seed, folder / "prune-logs")
-    after_counts = split_counts(pruned, data, card.threshold)
-    save_model(pruned, folder / "pruned", card)
-    finetune_cfg: FinetuneCfg = sections["finetune"]
-    model, final_card, final = finetune(folder / "pruned", dense_folder, data, finetune_cfg, trainer, seed,
-                                        folder / "finetune-logs")
-    curve = dvclive_curve(folder / "finetune-logs", "val/iou")
-    goal = dense["metrics"]["val/iou"] - bench.within
-    result = {
-        "seed": seed, "method": method, "macs_reduction": target, "achieved_reduction": record["achieved_reduction"],
-        "gmacs": record["pruned"]["gmacs"], "mparams": record["pruned"]["mparams"],
-        "after_removal": record["after_removal"], "final": final["final"], "finetune_epochs": final["epochs"],
-        "steps_per_epoch": (curve[0][0] + 1) if curve else None, "val_curve": curve,
-        "steps_to_recover": steps_to_recover(record["after_removal"]["val/iou"], curve, goal),
-        "saliency_gap": record.get("templates", {}).get("saliency_gap"),
-        "after_counts": after_counts, "final_counts": split_counts(model, data, final_card.threshold),
-        "seconds": time.time() - started,
-    }
-    write_json(result, record_path)
-    return result
+def bsds_arms(b: Benchmark, dense_of: dict[int, dict[str, Any]], tuned: dict[str, dict[str, Any] | None]
+              ) -> list[tuple[int, str, dict[str, Any], Path]]:
+    """(seed, name, record, model folder) of the runs BSDS scores: dense, the control, hqs_l0
+    and, at each target, the baseline with the best mean val score (failed runs excluded)."""
+    arms = []
+    for seed, dense in dense_of.items():
+        arms.append((seed, "dense", dense, b.dense_spec(seed)[2]))
+        name, inputs, model = b.control_spec(seed, dense)
+        arms.append((seed, "control", b.store.current(name, inputs), model))
+    for target in b.bench.macs_reductions:
+        runs = {m: [b.store.current(*b.pruned_spec(s, d, m, target, tuned.get(m))[:2]) for s, d in dense_of.items()]
+                for m in b.bench.methods}
+        runs = {m: r for m, r in runs.items() if all(r)}
+        scores = {m: sum(r["val_score"] for r in rs) / len(rs) for m, rs in runs.items() if m != "hqs_l0"
+                  and not any(failed(r["val_score"], dense_of[r["seed"]]["val_score"]) for r in rs)}
+        chosen = ["hqs_l0"] + ([max(scores, key=scores.get)] if scores else [])
+        for method in (m for m in chosen if m in runs):
+            for run in runs[method]:
+                model = b.pruned_spec(run["seed"], dense_of[run["seed"]], method, target, tuned.get(method))[2]
+                arms.append((run["seed"], run["name"].split("/", 1)[1], run, model))
+    return [arm for arm in arms if arm[2] is not None]
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run (or resume) the benchmark, then write bench/results/pldu.json and the Pareto PNG."""
+    """Run (or resume) the benchmark, then write bench/results/pldu.{json,md} and the figure."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", type=Path, default=ROOT / "bench" / "pldu.yaml", help="benchmark preset")
-    p.add_argument("--work", type=Path, default=ROOT / "bench" / "work", help="models and per-run records")
+    p.add_argument("--work", type=Path, default=ROOT / "bench" / "work", help="models (not committed)")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="results folder")
     p.add_argument("--seeds", type=int, nargs="+", help="override bench.seeds")
     p.add_argument("--methods", nargs="+", choices=method_names(), help="override bench.methods")
     p.add_argument("--macs-reductions", type=float, nargs="+", help="override bench.macs_reductions")
+    p.add_argument("--dense-only", action="store_true", help="only the dense models and the controls")
+    p.add_argument("--summary-only", action="store_true", help="only re-aggregate the current records")
     args = p.parse_args(argv)
     bench, sections = load_config(args.config)
     bench = bench.model_copy(update={k: v for k, v in {"seeds": args.seeds, "methods": args.methods,
@@ -131,28 +244,17 @@ def main(argv: list[str] | None = None) -> None:
     source = (ROOT / sections["prepare"].root).resolve()
     if not source.exists():
         sys.exit(f"skipped: the PLDU data is not at {source} (put PLD-UAV's PLDU folder there)")
-    prepare_cfg = sections["prepare"].model_copy(update={"root": str(source),
-                                                         "split_file": str(ROOT / sections["prepare"].split_file)})
     data = args.work / "data"
     if not (data / "manifest.json").exists():
+        prepare_cfg = sections["prepare"].model_copy(update={"root": str(source),
+                                                             "split_file": str(ROOT / sections["prepare"].split_file)})
         prepare(prepare_cfg, sections["base"], data)
-    dense, runs = {}, []
-    for seed in bench.seeds:
-        dense[seed] = dense_run(sections, data, args.work / f"seed{seed}" / "dense", seed)
-        dense[seed]["val_curve"] = dvclive_curve(args.work / f"seed{seed}" / "dense" / "logs", "val/iou")
-        print(f"seed {seed}: dense test IoU {dense[seed]['metrics']['test/iou']:.3f} "
-              f"({dense[seed]['epochs']} epochs)", flush=True)
-        for target in bench.macs_reductions:
-            for method in bench.methods:
-                run = pruned_run(sections, bench, data, args.work, dense[seed], method, target)
-                runs.append(run)
-                print(f"seed {seed} {method}-{target}: IoU after removal {run['after_removal']['test/iou']:.3f}, "
-                      f"final {run['final']['test/iou']:.3f}, recovered after {run['steps_to_recover']} steps",
-                      flush=True)
-    summary = summarise(dense, runs, bench.bootstrap, reference="hqs_l0")
-    write_outputs(summary, args.out / "pldu.json", args.out / "pldu_pareto.png",
-                  {"config": str(args.config.relative_to(ROOT)) if args.config.is_relative_to(ROOT)
-                   else str(args.config), "bench": bench.model_dump()})
+    b = Benchmark(bench, sections, data, args.work, args.out / "pldu")
+    if not args.summary_only:
+        run_all(b, args.dense_only)
+    from bench.summary import write_summary
+
+    write_summary(b, args.out, args.config)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.pldu import ROOT, load_config, steps_to_recover
-from bench.stats import paired_bca, paired_difference, summarise, table
+from bench.pldu import ROOT, load_config
+from bench.pruned import steps_to_recover
+from bench.records import RecordStore, module_files
+from bench.stats import paired_bca
+from bench.summary import summarise
+from bench.tables import markdown
 
 
 def counts(tp: list[int], fp: list[int], fn: list[int]) -> dict[str, list[int]]:
@@ -17,8 +21,9 @@ def counts(tp: list[int], fp: list[int], fn: list[int]) -> dict[str, list[int]]:
 
 def test_the_preset_validates():
     bench, sections = load_config(ROOT / "bench" / "pldu.yaml")
-    assert bench.seeds == [0, 1, 2] and set(bench.methods) == {"hqs_l0", "magnitude", "slimming", "random"}
+    assert bench.seeds == [0, 1, 2] and {"hqs_l0", "hqs_l0_plain", "bn_l1", "group_l2"} <= set(bench.methods)
     assert bench.macs_reductions == [0.5, 0.75] and sections["prepare"].source == "pld-uav"
+    assert set(bench.tune) == {"bn_l1", "group_l2"} and sections["train"].epochs >= 100  # early stopping ends it
 
 
 def test_steps_to_recover():
@@ -28,42 +33,52 @@ def test_steps_to_recover():
     assert steps_to_recover(0.2, curve, 0.50) is None  # never within the budget
 
 
-def test_paired_difference_of_identical_runs_is_exactly_zero():
-    a = counts([10, 20, 5, 7], [3, 1, 2, 0], [4, 2, 6, 1])
-    out = paired_difference([a, a], [a, a], n_boot=200)
-    assert out["mean"] == 0 and out["ci95"] == [0.0, 0.0]
-
-
-def test_paired_difference_sees_a_consistent_gain():
-    rng = np.random.default_rng(0)
-    tp = rng.integers(50, 100, 20).tolist()
-    base = counts(tp, [30] * 20, [30] * 20)
-    better = counts(tp, [10] * 20, [30] * 20)  # fewer false alarms on every image
-    out = paired_difference([better], [base], n_boot=500)
-    assert out["mean"] > 0 and out["ci95"][0] > 0
-    worse = paired_difference([base], [better], n_boot=500)
-    assert worse["mean"] == pytest.approx(-out["mean"]) and worse["ci95"][1] < 0
-
-
-def run(method: str, seed: int, fp: int) -> dict:
+def record(arm: str, seed: int, fp: int, val: float, method: str | None = None, target: float | None = None,
+           **extra) -> dict:
     c = counts([50] * 4, [fp] * 4, [20] * 4)
-    return {"method": method, "macs_reduction": 0.5, "seed": seed, "achieved_reduction": 0.5, "gmacs": 1.0,
-            "mparams": 2.0, "after_counts": c, "final_counts": c, "steps_to_recover": 30 if fp < 30 else None,
-            "finetune_epochs": 9, "steps_per_epoch": 10}
+    name = f"seed{seed}/{method}-{target}" if method else f"seed{seed}/{arm}"
+    base = {"name": name, "arm": arm, "seed": seed, "test_counts": c, "val_score": val, "gmacs": 1.0,
+            "epochs": 9, "train_tmacs": 10.0, "seconds": 60.0}
+    if method:
+        base.update({"method": method, "macs_reduction": target, "achieved_reduction": target, "after_counts": c,
+                     "steps_to_recover": 30, "saliency_gap": 2.0, "options": {}})
+    return {**base, **extra}
 
 
-def test_summary_rows_and_table():
-    dense = {s: {"test_counts": counts([50] * 4, [20] * 4, [20] * 4), "metrics": {"val/iou": 0.4}, "epochs": 30,
-                 "gmacs": 2.0, "mparams": 10.0} for s in (0, 1)}
-    runs = [run("hqs_l0", s, 10) for s in (0, 1)] + [run("random", s, 40) for s in (0, 1)]
-    summary = summarise(dense, runs, n_boot=200)
-    hqs, rnd = summary["rows"]
-    assert hqs["iou_final"]["mean"] == pytest.approx(50 / 80) and hqs["iou_final"]["std"] == 0
-    assert hqs["vs_dense"]["mean"] == pytest.approx(50 / 80 - 50 / 90)
-    assert rnd["vs_hqs_l0"]["mean"] == pytest.approx(50 / 110 - 50 / 80) and "vs_hqs_l0" not in hqs
-    assert rnd["recovered"] == 0 and hqs["steps_to_recover"] == [30, 30]
-    text = table(summary)
-    assert "| random | 0.50 |" in text and "never, never (90)" in text
+def test_summary_marks_failed_runs_and_compares_with_the_control():
+    dense = {s: record("dense", s, 20, 0.40, cap_reached=False) for s in (0, 1)}
+    runs = [record("control", s, 20, 0.41) for s in (0, 1)]
+    runs += [record("pruned", s, 10, 0.40, "hqs_l0", 0.75) for s in (0, 1)]
+    runs += [record("pruned", 0, 40, 0.39, "bn_l1", 0.75), record("pruned", 1, 900, 0.05, "bn_l1", 0.75)]
+    tuning = [record("pruned", 0, 40, 0.3, "bn_l1", 0.75, options={"reg": 1e-3})]
+    found = {"dense": dense, "runs": runs, "tuned": {"bn_l1": {"reg": 1e-4}}, "tuning": tuning, "missing": [],
+             "bsds": {}}
+    summary = summarise(found, n_resamples=199)
+    rows = {(r["arm"], r["macs_reduction"]): r for r in summary["rows"]}
+    hqs, bn = rows[("hqs_l0", 0.75)], rows[("bn_l1", 0.75)]
+    assert bn["failed"] == [1] and hqs["failed"] == [] and rows[("control", None)]["failed"] == []
+    assert hqs["vs_control"]["iou"]["mean"] == pytest.approx(100 / 160 - 100 / 180)  # seeds pooled per image
+    assert bn["vs_hqs_l0"]["iou"]["mean"] < 0 and "vs_hqs_l0" not in hqs
+    assert bn["tuning_tmacs"] == 10.0 and hqs["tuning_tmacs"] == 0
+    text = markdown({**summary, "versions": {"torch": "x"}, "commit": "abc", "dirty": False, "config": "c",
+                     "test_images": 4})
+    assert "bn_l1 -75% **(failed: seed 1)**" in text and "hqs_l0 -75% |" in text
+
+
+def test_a_record_whose_inputs_changed_is_not_current(tmp_path):
+    store = RecordStore(tmp_path)
+    inputs = {"code": "a", "data": "b", "start": "c", "config": "d"}
+    store.save("seed0/dense", inputs, {"val_score": 0.4})
+    assert store.current("seed0/dense", inputs)["val_score"] == 0.4
+    assert store.current("seed0/dense", {**inputs, "code": "z"}) is None
+    assert store.load("seed0/dense")["commit"]  # the commit and the versions travel with it
+
+
+def test_a_run_hashes_the_code_it_imports_but_not_the_method_list():
+    files = {str(p) for p in module_files("bench.pruned")}
+    assert "pipeline/pruning/run.py" in files and "pipeline/train.py" in files
+    assert "pipeline/pruning/registry.py" not in files  # adding a method must not re-run the others
+    assert "bench/summary.py" not in files and "bench/records.py" not in files
 
 
 def test_bca_interval_excludes_zero_for_a_consistent_gain_and_pools_seeds():
@@ -86,3 +101,15 @@ def test_bca_pairs_images_by_id_not_by_position():
     missing = {key: value[:3] for key, value in a.items()}
     with pytest.raises(ValueError, match="do not align"):
         paired_bca([missing], [a], n_resamples=199)
+
+
+def test_the_code_hash_ignores_comments_and_docstrings_not_code(tmp_path):
+    from bench.records import code_text
+
+    path = tmp_path / "m.py"
+    path.write_text('"""Doc."""\n\ndef f(x):\n    """Say what."""\n    return x + 1  # why\n')
+    before = code_text(path)
+    path.write_text('"""Other doc."""\n\ndef f(x):\n    # a new comment\n    return x + 1\n')
+    assert code_text(path) == before
+    path.write_text('"""Doc."""\n\ndef f(x):\n    return x + 2\n')
+    assert code_text(path) != before

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from collections import Counter
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 import cv2
 
 from pipeline.config import PAD_MULTIPLE, SweepCfg
+from pipeline.curves import dvclive_curve
 from pipeline.errors import PipelineError
 from pipeline.selection import SCORE, failed
 
@@ -101,16 +101,6 @@ def evaluation_size(data: Path) -> tuple[int, int]:
     if not sizes:
         raise PipelineError(f"{data / 'test' / 'images'}: no test images")
     return sizes.most_common(1)[0][0]
-
-
-def dvclive_curve(run: Path, metric: str) -> list[tuple[int, float]]:
-    """(step, value) pairs of a metric (e.g. val/iou) in the DVCLive log folder `run`; [] if absent."""
-    tsv = run / "plots" / "metrics" / f"{metric}.tsv"
-    if not tsv.exists():
-        return []
-    with tsv.open() as f:  # a resumed run logs the killed epoch's steps again: the last value counts
-        by_step = {int(row["step"]): float(row[Path(metric).name]) for row in csv.DictReader(f, delimiter="\t")}
-    return sorted(by_step.items())
 
 
 def curves(logs: Path, metric: str, runs: list[str] | None = None) -> dict[str, list[float]]:

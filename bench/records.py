@@ -1,0 +1,121 @@
+"""Per-run records of the benchmark: small JSON files committed under bench/results/, each
+carrying the hashes of its inputs, so a benchmark can be run in slices over several
+sessions (and machines) and a record whose inputs changed is re-run, never mixed in.
+
+A record's inputs are: the code it ran (the project files its arm's module imports, see
+`code_hash`), the prepared data, the model it started from, and the config it read.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import subprocess
+from importlib import metadata
+from modulefinder import ModuleFinder
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipeline.artifact import WEIGHTS, write_json
+
+ROOT = Path(__file__).resolve().parent.parent
+# The method registry's list is left out of the code a run ran: adding a method to it must
+# not re-run every other method (the method's own module is hashed instead, `code_hash`).
+NOT_HASHED = {Path("pipeline/pruning/registry.py")}
+PACKAGES = ("torch", "torchvision", "lightning", "segmentation-models-pytorch", "torch-pruning", "numpy",
+            "scipy", "pyedgeeval", "onnxruntime")
+
+
+def module_files(module: str) -> set[Path]:
+    """Project files (relative to the root) that importing `module` loads: its import
+    closure, imports inside functions included (modulefinder scans all bytecode)."""
+    finder = ModuleFinder(path=[str(ROOT)])
+    finder.import_hook(module)
+    files = {Path(m.__file__).resolve() for m in finder.modules.values() if m.__file__}
+    return {f.relative_to(ROOT) for f in files if f.is_relative_to(ROOT)} - NOT_HASHED
+
+
+def code_text(path: Path) -> str:
+    """What a Python file runs: its syntax tree without docstrings (comments are not in it),
+    so editing a comment or a docstring does not make every record stale."""
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree)
+
+
+def code_hash(*modules: str) -> str:
+    """sha256 over what the import closures of `modules` run (paths sorted, `code_text`)."""
+    digest = hashlib.sha256()
+    for path in sorted(set().union(*(module_files(m) for m in modules))):
+        digest.update(str(path).encode() + b"\0" + code_text(ROOT / path).encode() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def folder_hash(folder: Path) -> str:
+    """sha256 over every file of a folder (relative names and contents), e.g. prepared data."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def weights_hash(model_folder: Path) -> str:
+    """sha256 over a saved model's tensors (names, shapes and bytes; not the file's framing)."""
+    state = torch.load(model_folder / WEIGHTS, map_location="cpu", weights_only=True)
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].contiguous()
+        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+        digest.update(tensor.numpy().tobytes() if tensor.dtype != torch.bfloat16 else tensor.float().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def config_hash(config: Any) -> str:
+    """sha256 of a JSON-able config (sorted keys)."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def environment() -> dict[str, Any]:
+    """The git commit (and whether the tree had changes) and the package versions."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+            "versions": versions}
+
+
+class RecordStore:
+    """Records as JSON files under `folder`, named by the run; `current(name, inputs)` is the
+    stored record when its inputs are `inputs`, else None (it is then re-run)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def path(self, name: str) -> Path:
+        return self.folder / f"{name}.json"
+
+    def load(self, name: str) -> dict[str, Any] | None:
+        path = self.path(name)
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def current(self, name: str, inputs: dict[str, str]) -> dict[str, Any] | None:
+        record = self.load(name)
+        return record if record is not None and record.get("inputs") == inputs else None
+
+    def save(self, name: str, inputs: dict[str, str], record: dict[str, Any]) -> dict[str, Any]:
+        record = {"name": name, "inputs": inputs, **environment(), **record}
+        write_json(record, self.path(name))
+        return record

@@ -1,0 +1,71 @@
+"""pldu.md: the benchmark summary as Markdown tables a reviewer can read."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _pm(stat: dict[str, float] | None, digits: int = 3) -> str:
+    return "-" if not stat else f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
+
+
+def _ci(stat: dict[str, Any] | None) -> str:
+    if not stat:
+        return "-"
+    low, high = stat["ci95"]
+    return f"{stat['mean']:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
+def _name(row: dict[str, Any]) -> str:
+    name = row["arm"] if row["macs_reduction"] is None else f"{row['arm']} -{row['macs_reduction']:.0%}"
+    return f"{name} **(failed: seed {', '.join(map(str, row['failed']))})**" if row["failed"] else name
+
+
+def results_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Accuracy and cost per arm (mean ± std over seeds)."""
+    lines = ["| arm | seeds | MACs cut | GMACs | IoU after removal (no BN recal.) | final IoU | tol. F1 | val score | "
+             "ODS / OIS / AP | train TMACs (+tuning) | minutes | epochs |", "|---" * 12 + "|"]
+    for r in rows:
+        raw = f" ({_pm(r['iou_after_removal_raw'])})" if "iou_after_removal_raw" in r else ""
+        bsds = " / ".join(f"{r['bsds'][k]['mean']:.3f}" for k in ("ods", "ois", "ap")) if "bsds" in r else "-"
+        cut = f"{r['achieved_reduction']['mean']:.1%}" if "achieved_reduction" in r else "-"
+        tuning = f" (+{r['tuning_tmacs']:.0f})" if r["tuning_tmacs"] else ""
+        lines.append(f"| {_name(r)} | {len(r['seeds'])} | {cut} | {r['gmacs']['mean']:.3f} | "
+                     f"{_pm(r.get('iou_after_removal'))}{raw} | {_pm(r['iou'])} | {_pm(r['tol_f1'])} | "
+                     f"{_pm(r['val_score'])} | {bsds} | {r['train_tmacs']['mean']:.0f}{tuning} | "
+                     f"{r['minutes']['mean']:.1f} | {', '.join(map(str, r['epochs']))} |")
+    return lines
+
+
+def comparison_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Each arm minus the control and minus hqs_l0: test IoU and tolerance F1, BCa 95 %."""
+    lines = ["| arm | IoU − control | tol. F1 − control | IoU − hqs_l0 | tol. F1 − hqs_l0 | steps to recover | "
+             "saliency gap |", "|---" * 7 + "|"]
+    for r in rows:
+        if r["macs_reduction"] is None and r["arm"] != "control":
+            continue
+        c, h = r.get("vs_control", {}), r.get("vs_hqs_l0", {})
+        steps = ", ".join("never" if s is None else str(s) for s in r.get("steps_to_recover", [])) or "-"
+        gaps = [g for g in r.get("saliency_gap", []) if g is not None]
+        gap = ", ".join(f"{g:.2f}" for g in gaps) or "-"
+        lines.append(f"| {_name(r)} | {_ci(c.get('iou'))} | {_ci(c.get('tol_f1'))} | {_ci(h.get('iou'))} | "
+                     f"{_ci(h.get('tol_f1'))} | {steps} | {gap} |")
+    return lines
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    """The whole pldu.md."""
+    versions = ", ".join(f"{k} {v}" for k, v in summary["versions"].items() if v)
+    lines = ["# PLDU benchmark", "",
+             f"Commit {summary['commit'][:10]}{' (with uncommitted changes)' if summary['dirty'] else ''}; "
+             f"{versions}. Config `{summary['config']}`; {summary['test_images']} test images. "
+             "Mean ± std over seeds; intervals: paired BCa 95 % over test images, each image's counts summed "
+             "over the seeds. Training compute: forward MACs at the crop size x samples seen x 3. A run fails "
+             "when its val score is below half its seed's dense one.", "", *results_table(summary["rows"]), "",
+             *comparison_table(summary["rows"]), ""]
+    if summary["tuning"]:
+        lines += ["Tuning runs (seed and target of `bench.tune_seed`, `bench.tune_target`), picked by val score:",
+                  *[f"- {t['name']}: val score {t['val_score']:.3f}" for t in summary["tuning"]], ""]
+    if summary["missing"]:
+        lines += [f"Not yet run (or stale, to re-run): {', '.join(summary['missing'])}", ""]
+    return "\n".join(lines)
