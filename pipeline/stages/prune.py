@@ -48,8 +48,11 @@ def main(argv: list[str] | None = None) -> None:
         write_json(record, args.report)
         resume.clear()
         after = record["after_removal"]
+        raw = record["after_removal_raw"]["val/iou"]
+        raw = f", {raw:.3f} before BN recalibration" if record["recalibrated"] else ""
         print(f"{args.method}: MACs -{record['achieved_reduction']:.1%} (target -{args.macs_reduction:.0%}), "
-              f"val IoU right after removal {after['val/iou']:.3f} (dense {record['dense'].get('val/iou', 0):.3f})")
+              f"val IoU right after removal {after['val/iou']:.3f}{raw} "
+              f"(dense {record['dense'].get('val/iou', 0):.3f})")
 
     run(body)
 
