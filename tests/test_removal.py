@@ -65,6 +65,15 @@ def test_an_unreachable_target_names_the_rule_that_blocks_it(params, rules, name
     assert named in str(err.value) and "\n" not in str(err.value)
 
 
+def test_a_target_beyond_the_prunable_layers_names_them_whatever_the_rules(params):
+    model = create_model(ModelCfg.model_validate({**params["model"], "encoder": "mit_b0"}))
+    templates = attach_templates(model.eval(), torch.zeros(1, 3, 64, 64))  # a transformer encoder
+    templates.max_removed = 1.0
+    with pytest.raises(PipelineError, match=r"% sit in layers that cannot be pruned") as err:
+        check_reachable(templates, 0.5)
+    assert "max_layer_pruning" not in str(err.value)
+
+
 def test_a_decision_short_of_the_target_is_refused_and_rounding_is_not():
     check_achieved(0.495, 0.5)
     with pytest.raises(PipelineError, match="short of the 50% target"):

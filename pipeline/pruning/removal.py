@@ -31,8 +31,9 @@ SHORTFALL = 0.01  # a decision may miss the MAC target by this much (rounding), 
 
 
 def smallest_legal_macs(templates: Templates) -> float:
-    """Modelled MACs left when every entry goes that the templates' rules let go."""
-    keep = templates.legal(torch.zeros(templates.entries, dtype=torch.bool), templates.cost)
+    """Modelled MACs left when every entry goes that the templates' rules let go (the entries
+    the rules add back are the cheapest ones)."""
+    keep = templates.legal(torch.zeros(templates.entries, dtype=torch.bool), -templates.cost)
     return templates.kept_macs(keep)
 
 
