@@ -157,6 +157,13 @@ def test_prune_then_finetune_stages(method, dense, tiny_data, params, tmp_path):
     assert any((tmp_path / "logs").rglob("*.tsv"))  # dvc.yaml declares the curves: one-shot methods write them too
     assert abs(record["achieved_reduction"] - 0.5) <= 0.02
     assert ("templates" in record) == (method == "hqs_l0")
+    # one-shot removal recalibrates BN and keeps both figures; HQS-L0 zeroes its dropped templates instead
+    assert record["recalibrated"] == (method == "magnitude") and ("masking" in record) == (method == "hqs_l0")
+    raw, after = record["after_removal_raw"], record["after_removal"]
+    assert raw.keys() == after.keys() and (raw["val/loss"] != after["val/loss"]) == record["recalibrated"]
+    if method == "hqs_l0":
+        masking = record["masking"]
+        assert masking["after_zeroing"] == pytest.approx(masking["after_removal"], abs=1e-6)
     assert any(kept < n for n, kept in record["channels"].values())
     model, meta = load_model(out)
     assert macs_and_params(model, 64)[0] / 1e9 == pytest.approx(record["pruned"]["gmacs"])

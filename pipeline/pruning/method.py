@@ -70,6 +70,10 @@ class Method:
 
     Options: ClassVar[type[BaseModel]] = NoOptions
     trains: ClassVar[bool] = False  # True: the model trains `prune.epochs` with the sparsifier first
+    # True: the removed channels still carried signal, so BatchNorm statistics are re-estimated
+    # after removal. False: training pulled the dropped templates onto 0; they are set exactly
+    # to 0 before removal (removal.py), and the statistics already fit the smaller model
+    recalibrate: ClassVar[bool] = True
 
     def __init__(self, options: BaseModel) -> None:
         self.options = options

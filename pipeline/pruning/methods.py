@@ -125,6 +125,8 @@ class TemplateMethod(Method):
 class HqsL0Method(TemplateMethod):
     """HQS-L0: an exact L0 MAC penalty by half-quadratic splitting (hqs_l0.py)."""
 
+    recalibrate = False  # its pull drives the dropped templates to (nearly) 0 while training
+
     class Options(BaseModel):
         model_config = ConfigDict(extra="forbid")
         final_stiffness: float = Field(10.0, gt=0)  # ημ at the end: how hard s is pulled onto z

@@ -20,6 +20,7 @@ from pipeline.module import SegmentationModule
 from pipeline.pruning.method import PruneContext, calibration_loader
 from pipeline.pruning.methods import saliency_gap
 from pipeline.pruning.registry import create_method
+from pipeline.pruning.removal import check_achieved, check_reachable, recalibrate_bn, val_score, zero_dropped
 from pipeline.pruning.templates import attach_templates, fold_and_remove, removed_channels
 from pipeline.resume import ResumeStore
 from pipeline.train import evaluate, fit
@@ -57,6 +58,7 @@ def prune(dense: Path, data: Path, method: str, macs_reduction: float, cfg: Prun
     L.seed_everything(seed, workers=True)
     templates = attach_templates(model, torch.zeros(1, 3, size, size))
     templates.round_to, templates.max_removed = cfg.round_to, cfg.max_layer_pruning
+    check_reachable(templates, macs_reduction)  # before any training: say which limit blocks the target
     ctx = PruneContext(model, templates, cfg, chosen.options, macs_reduction,
                        make_loader=lambda: calibration_loader(data, train, seed))
     sparsifier = chosen.sparsifier(ctx)
@@ -67,20 +69,39 @@ def prune(dense: Path, data: Path, method: str, macs_reduction: float, cfg: Prun
     keep = chosen.keep(ctx)
     effective = templates.effective_scale() if chosen.trains else None
     removed = removed_channels(templates.split(keep))
+    evaluation = SegmentationData(data, train)
+
+    def score(net: nn.Module, with_templates: bool = False) -> float:
+        return val_score(SegmentationModule(model_cfg.model_dump(), train.model_dump(), num_classes, model=net,
+                                            templates=templates if with_templates else None), evaluation, trainer)
+
+    masking = None
+    if chosen.trains and not chosen.recalibrate:  # its dropped templates are near 0: make them exactly 0
+        masking = {"before_zeroing": score(model, with_templates=True)}
+        zero_dropped(templates, keep)
+        masking["after_zeroing"] = score(model, with_templates=True)
     pruned = fold_and_remove(model, templates, templates.split(keep))
     macs, params = macs_and_params(pruned, size)
+    check_achieved(1 - macs / dense_macs, macs_reduction)
     module = SegmentationModule(model_cfg.model_dump(), train.model_dump(), num_classes, model=pruned)
-    after = evaluate(module, SegmentationData(data, train), trainer)
+    after = raw = evaluate(module, evaluation, trainer)
+    if chosen.recalibrate:  # the removed channels carried signal: the later BNs' statistics moved
+        recalibrate_bn(pruned, data, train, seed, trainer)
+        after = evaluate(module, evaluation, trainer)
     record = {
         "method": method, "macs_reduction": macs_reduction, "achieved_reduction": 1 - macs / dense_macs,
         "sparsify_epochs": cfg.epochs if chosen.trains else 0, "budget_epochs": cfg.epochs,
         "dense": {"gmacs": dense_macs / 1e9, "mparams": dense_params / 1e6, **card.metrics},
         "pruned": {"gmacs": macs / 1e9, "mparams": params / 1e6},
-        "after_removal": after.metrics, "cost_size": size,
+        "after_removal_raw": raw.metrics, "after_removal": after.metrics, "recalibrated": chosen.recalibrate,
+        "cost_size": size,
         "channels": {name: [n, kept] for (name, n), kept in zip(dense_channels.items(),
                                                                  conv_channels(pruned).values(), strict=True)},
         "pruned_channels": removed,
     }
+    if masking is not None:
+        masking["after_removal"] = score(pruned)
+        record["masking"] = masking
     if effective is not None:  # the template magnitudes the decision was made on, before any threshold
         record["templates"] = {"effective": [round(float(e), 6) for e in effective],
                                "kept": keep.tolist(), "saliency_gap": saliency_gap(effective, keep)}

@@ -49,8 +49,10 @@ def main(argv: list[str] | None = None) -> None:
         write_json(record, args.report)
         resume.clear()
         after = record["after_removal"]
+        raw = record["after_removal_raw"][SCORE]
+        raw = f", {raw:.3f} before BN recalibration" if record["recalibrated"] else ""
         print(f"{args.method}: MACs -{record['achieved_reduction']:.1%} (target -{args.macs_reduction:.0%}), "
-              f"{SCORE} right after removal {after[SCORE]:.3f} (dense {record['dense'].get(SCORE, 0):.3f})")
+              f"{SCORE} right after removal {after[SCORE]:.3f}{raw} (dense {record['dense'].get(SCORE, 0):.3f})")
 
     run(body)
 
