@@ -172,7 +172,7 @@ def evaluate(module: SegmentationModule, data: SegmentationData, trainer_cfg: Tr
     """
     trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_model_summary=False,
                         **{**trainer_cfg.model_dump(), "devices": 1, "strategy": "auto", "num_nodes": 1})
-    with _local_metrics(module):
+    with local_metrics(module):
         module.threshold = 0.5
         val = trainer.validate(module, datamodule=data, verbose=False)[0]
         module.threshold = float(val["val/best_threshold"])
@@ -182,7 +182,7 @@ def evaluate(module: SegmentationModule, data: SegmentationData, trainer_cfg: Tr
 
 
 @contextmanager
-def _local_metrics(module: nn.Module) -> Iterator[None]:
+def local_metrics(module: nn.Module) -> Iterator[None]:
     """Let the module's torchmetrics compute from this process's state only.
 
     torchmetrics all-gathers whenever a process group exists, and after DDP training the

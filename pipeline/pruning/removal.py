@@ -24,9 +24,9 @@ from pipeline.data.datamodule import SegmentationData
 from pipeline.errors import PipelineError
 from pipeline.module import SegmentationModule
 from pipeline.pruning.templates import Templates
-from pipeline.train import _local_metrics
+from pipeline.selection import SCORE
+from pipeline.train import local_metrics
 
-TUNED = "val/iou_tuned"  # the selection score: val IoU at the F1-optimal threshold
 SHORTFALL = 0.01  # a decision may miss the MAC target by this much (rounding), no more
 
 
@@ -99,13 +99,9 @@ def _one_device(trainer_cfg: TrainerCfg) -> L.Trainer:
 def val_score(module: SegmentationModule, data: SegmentationData, trainer_cfg: TrainerCfg) -> float:
     """Val IoU at the F1-optimal threshold, from the val split alone."""
     trainer = _one_device(trainer_cfg)
-    with _local_metrics(module):
-        module.threshold = 0.5
+    with local_metrics(module):
         val = trainer.validate(module, datamodule=data, verbose=False)[0]
-        if TUNED not in val:  # metrics that do not report it: validate again at that threshold
-            module.threshold = float(val["val/best_threshold"])
-            val[TUNED] = trainer.validate(module, datamodule=data, verbose=False)[0]["val/iou"]
-    return float(val[TUNED])
+    return float(val[SCORE])
 
 
 def recalibrate_bn(model: nn.Module, data: Path, train: TrainCfg, seed: int, trainer_cfg: TrainerCfg) -> None:

@@ -134,6 +134,7 @@ def finetune(pruned: Path, dense: Path, data: Path, cfg: FinetuneCfg, trainer: T
     macs, params = macs_and_params(result.module.model, card.cost_size)
     row = {**result.metrics, "gmacs": macs / 1e9, "mparams": params / 1e6, "threshold": result.threshold}
     record = {"method": card.method, "macs_reduction": card.macs_reduction, "epochs": train.epochs,
-              "extra_epochs": extra, "distill": cfg.distill, "after_removal": card.metrics, "final": row}
+              "epochs_trained": result.epochs, "extra_epochs": extra, "distill": cfg.distill,
+              "after_removal": card.metrics, "final": row}
     return result.module.model, card.updated(threshold=result.threshold, metrics=result.metrics,
                                              finetune_epochs=train.epochs), record
