@@ -14,7 +14,7 @@ from typing import Any
 from pipeline.artifact import load_model, save_model
 from pipeline.config import FinetuneCfg, ModelCfg, PruneCfg, TrainCfg
 from pipeline.curves import dvclive_curve
-from pipeline.data.datamodule import PreparedSplit
+from pipeline.data.datamodule import PreparedSplit, eval_transform
 from pipeline.measure import macs_and_params
 from pipeline.scoring import split_counts
 from pipeline.selection import SCORE
@@ -25,7 +25,7 @@ PASSES = 3  # training MACs per sample: forward + backward (about twice the forw
 
 def samples_per_epoch(data: Path, train: TrainCfg) -> int:
     """Training crops seen per epoch: the train split in whole batches (the loader drops the rest)."""
-    n = len(PreparedSplit(data, "train"))
+    n = len(PreparedSplit(data, "train", eval_transform()))
     return n - n % train.batch_size if n >= train.batch_size else n
 
 

@@ -76,9 +76,11 @@ class Benchmark:
         self.data_hash = folder_hash(data)
         self.dumped = {name: section.model_dump() for name, section in sections.items()}
 
-    def inputs(self, module: str, start: str | None, *config: Any) -> dict[str, str]:
+    def inputs(self, module: str, start: str | None, sections: tuple[str, ...], *values: Any) -> dict[str, str]:
+        """A record's inputs: its code, the data, the model it starts from, the preset
+        `sections` it reads and any further `values` that decide what it does."""
         return {"code": code_hash(module), "data": self.data_hash, "start": start or "",
-                "config": config_hash([self.dumped[n] if isinstance(n, str) else n for n in config])}
+                "config": config_hash([[self.dumped[n] for n in sections], *values])}
 
     def _run(self, name: str, inputs: dict[str, str], model: Path, make) -> dict[str, Any]:
         """The current record `name`, else run `make()` and store it (with the model's hash)."""
@@ -95,18 +97,18 @@ class Benchmark:
     # --- what a record is: its name, inputs and model folder -------------------------------
 
     def dense_spec(self, seed: int) -> tuple[str, dict[str, str], Path]:
-        inputs = self.inputs("bench.dense", None, *DENSE_SECTIONS, seed)
+        inputs = self.inputs("bench.dense", None, DENSE_SECTIONS, seed)
         return f"seed{seed}/dense", inputs, self.work / f"seed{seed}" / "dense" / "model"
 
     def control_spec(self, seed: int, dense: dict[str, Any]) -> tuple[str, dict[str, str], Path]:
-        inputs = self.inputs("bench.dense", dense["model_hash"], *DENSE_SECTIONS, "prune", "finetune", seed)
+        inputs = self.inputs("bench.dense", dense["model_hash"], (*DENSE_SECTIONS, "prune", "finetune"), seed)
         return f"seed{seed}/control", inputs, self.work / f"seed{seed}" / "control" / "model"
 
     def pruned_spec(self, seed: int, dense: dict[str, Any], method: str, target: float,
                     options: dict[str, Any] | None = None) -> tuple[str, dict[str, str], Path]:
         suffix = "".join(f"-{key}{value:g}" for key, value in sorted((options or {}).items()))
         name = f"seed{seed}/{method}-{target}{suffix}"
-        inputs = self.inputs("bench.pruned", dense["model_hash"], *DENSE_SECTIONS, "prune", "finetune",
+        inputs = self.inputs("bench.pruned", dense["model_hash"], (*DENSE_SECTIONS, "prune", "finetune"),
                              self.prune_cfg(method, options).method_options(method), method, target, seed,
                              self.bench.within)
         inputs["code"] = code_hash("bench.pruned", METHODS[method].partition(":")[0])
@@ -246,8 +248,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"skipped: the PLDU data is not at {source} (put PLD-UAV's PLDU folder there)")
     data = args.work / "data"
     if not (data / "manifest.json").exists():
-        prepare_cfg = sections["prepare"].model_copy(update={"root": str(source),
-                                                             "split_file": str(ROOT / sections["prepare"].split_file)})
+        split_file = sections["prepare"].split_file
+        prepare_cfg = sections["prepare"].model_copy(update={
+            "root": str(source), "split_file": str(ROOT / split_file) if split_file else None})
         prepare(prepare_cfg, sections["base"], data)
     b = Benchmark(bench, sections, data, args.work, args.out / "pldu")
     if not args.summary_only:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -113,3 +115,38 @@ def test_the_code_hash_ignores_comments_and_docstrings_not_code(tmp_path):
     assert code_text(path) == before
     path.write_text('"""Doc."""\n\ndef f(x):\n    return x + 2\n')
     assert code_text(path) != before
+
+
+def test_the_benchmark_runs_reuses_current_records_and_reruns_changed_ones(tmp_path, capsys):
+    """bench.pldu end to end on the tiny synthetic preset: records, summary, resumption."""
+    import yaml
+
+    from bench.pldu import main
+    from tests.conftest import tiny_params
+
+    params = {k: v for k, v in tiny_params().items() if k in ("base", "prepare", "model", "train", "trainer",
+                                                                "prune", "finetune")}
+    params["bench"] = {"seeds": [0], "methods": ["hqs_l0", "magnitude"], "macs_reductions": [0.5],
+                       "bootstrap": 100, "bsds": False}
+    config = tmp_path / "bench.yaml"
+    config.write_text(yaml.safe_dump(params))
+    args = ["--config", str(config), "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out")]
+    main(args)
+    records = tmp_path / "out" / "pldu" / "seed0"
+    assert {p.name for p in records.iterdir()} == {"dense.json", "control.json", "hqs_l0-0.5.json",
+                                                   "magnitude-0.5.json"}
+    hqs = json.loads((records / "hqs_l0-0.5.json").read_text())
+    assert hqs["masking"]["after_zeroing"] >= 0 and hqs["train_tmacs"] > hqs["finetune_tmacs"] > 0
+    assert json.loads((records / "magnitude-0.5.json").read_text())["recalibrated"]
+    summary = json.loads((tmp_path / "out" / "pldu.json").read_text())
+    assert summary["missing"] == [] and {r["arm"] for r in summary["rows"]} == {"dense", "control", "hqs_l0",
+                                                                                 "magnitude"}
+    capsys.readouterr()
+    main(args)  # everything current: nothing runs again
+    assert ": running" not in capsys.readouterr().out
+    params["finetune"]["lr"] = 0.002  # the pruned runs and the control read it; the dense run does not
+    config.write_text(yaml.safe_dump(params))
+    main(args)
+    ran = capsys.readouterr().out
+    assert "seed0/control: running" in ran and "seed0/magnitude-0.5: running" in ran
+    assert "seed0/dense: running" not in ran
