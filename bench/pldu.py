@@ -35,7 +35,7 @@ from pipeline.pruning.registry import METHODS, check_method, method_names
 from pipeline.selection import failed
 
 USED = ("base", "prepare", "model", "train", "trainer", "prune", "finetune")  # the pipeline sections read
-DENSE_SECTIONS = ("base", "prepare", "model", "train", "trainer")
+DENSE_SECTIONS = ("base", "model", "train", "trainer")  # prepare: the data hash covers it (its paths are local)
 
 
 class BenchCfg(Strict):
