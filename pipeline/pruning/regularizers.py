@@ -6,9 +6,9 @@ regulariser's gradient to the weights' `.grad`.
 
 Two things the project's models need:
 
-* the pruners trace the model for their own dependency graph, and the feature templates'
-  hooks (templates.py) hide the groups from that trace (a tiny Unet: 1 group of 22), so the
-  pruner is built with the templates paused (`Templates.paused`);
+* the pruners trace the model for their own dependency graph, and the hooks of trainable
+  feature templates (templates.py) hide the groups from that trace (a tiny Unet: 1 group of
+  22), so the pruner is built with the templates paused (`Templates.paused`);
 * `GroupNormPruner.regularize` indexes the weights with Python lists and tests its scores for
   NaN with an `if`: on a GPU, several host-device syncs per group per step.
   `GroupLassoPruner.regularize` computes the same gradient (tested equal) from index tensors
