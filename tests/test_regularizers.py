@@ -12,8 +12,8 @@ from torch import nn
 
 from pipeline.config import PruneCfg
 from pipeline.pruning.method import PruneContext
-from pipeline.pruning.regularizers import build_pruner
 from pipeline.pruning.registry import create_method
+from pipeline.pruning.regularizers import build_pruner
 from pipeline.pruning.templates import attach_templates
 from tests.test_pruning import TinyNet, smp_model
 
