@@ -188,7 +188,7 @@ class PruneCfg(Strict):
 
     model_config = ConfigDict(extra="allow", protected_namespaces=())  # extras: the method blocks, checked below
 
-    # training epochs of the template methods (hqs_l0, l1, l2); one-shot methods get the same
+    # training epochs of the methods that train (hqs_l0, bn_l1, ...); one-shot methods get the same
     # number as extra fine-tuning epochs, so every method has the same budget
     epochs: int = Field(3, ge=1)
     lr: float = Field(1e-3, gt=0)  # constant during sparsification: the proximal pull uses it

@@ -50,7 +50,8 @@ def study_bars(rows: dict[str, dict[str, float]], winner: str, path: Path, title
 
 def template_histograms(runs: dict[str, dict], path: Path) -> None:
     """Per template method, the histogram of final effective template magnitudes (log scale,
-    before any threshold), kept and removed channels stacked, the saliency gap in the legend."""
+    before any threshold), kept and removed channels stacked; the title holds the saliency gap of
+    the score the method decided on (for HQS-L0 the z-step's, not these magnitudes)."""
     fig, axes = plt.subplots(len(runs), 1, figsize=(7, 2.2 * len(runs) + 0.6), sharex=True, squeeze=False)
     for ax, (name, t) in zip(axes[:, 0], runs.items(), strict=True):
         magnitudes = np.clip(np.asarray(t["effective"]), 1e-6, None)
@@ -60,7 +61,8 @@ def template_histograms(runs: dict[str, dict], path: Path) -> None:
                 label=["kept", "removed"])
         ax.set_xscale("log")
         ax.set_ylabel("channels")
-        ax.set_title(f"{name}: saliency gap {t['saliency_gap']:.3g} (smallest kept / largest removed)", fontsize=9)
+        ax.set_title(f"{name}: saliency gap {t['saliency_gap']:.3g} (smallest kept / largest removed decision score)",
+                     fontsize=9)
         ax.legend(fontsize=8)
     axes[-1, 0].set_xlabel("effective template magnitude |s|·(neighbour scale), clipped at 1e-6")
     fig.tight_layout()

@@ -64,26 +64,27 @@ def test_every_registered_method_meets_the_mac_target_and_saves_a_loadable_model
     record = prune_and_reload(method, dense, tiny_data, params, tmp_path)
     assert record["method"] == method and abs(record["achieved_reduction"] - TARGET) <= 0.02
     assert record["sparsify_epochs"] == (1 if registry.method_class(method).trains else 0)
+    assert isinstance(record["saliency_gap"], float)  # every method records the score it decided on
 
 
 def test_names_and_options_are_checked_against_the_registry():
-    with pytest.raises(PipelineError, match="'hqs'.*did you mean 'hqs_l0'.*valid: hqs_l0, l1, l2, magnitude"):
+    with pytest.raises(PipelineError, match="'hqs'.*did you mean 'hqs_l0'.*valid: hqs_l0, hqs_l0_plain, magnitude"):
         registry.create_method("hqs")
     with pytest.raises(PipelineError, match=r"params.yaml: sweep.methods: .*'lottery' is unknown.*valid: hqs_l0"):
         parse_section({"sweep": {"methods": ["hqs_l0", "lottery"]}}, "sweep", SweepCfg)
     with pytest.raises(PipelineError, match=r"prune.hqs_l0.final_stifness: .*unknown key; did you mean "
                                             r"'final_stiffness'\? \(valid keys: final_stiffness\)"):
         parse_section({"prune": {"hqs_l0": {"final_stifness": 5}}}, "prune", PruneCfg)
-    with pytest.raises(PipelineError, match=r"prune.lottery: .*unknown key .*valid keys: epochs, .*, hqs_l0, l1"):
+    with pytest.raises(PipelineError, match=r"prune.lottery: .*unknown key .*valid keys: epochs, .*, hqs_l0, hqs"):
         parse_section({"prune": {"lottery": {}}}, "prune", PruneCfg)
     with pytest.raises(PipelineError, match=r"prune.final_stiffness: .*it is an option of prune.hqs_l0"):
         parse_section({"prune": {"final_stiffness": 5}}, "prune", PruneCfg)
-    with pytest.raises(PipelineError, match=r"prune.l1.zero: Input should be less than 1"):
-        parse_section({"prune": {"l1": {"zero": 2}}}, "prune", PruneCfg)
+    with pytest.raises(PipelineError, match=r"prune.bn_l1.reg: Input should be greater than 0"):
+        parse_section({"prune": {"bn_l1": {"reg": 0}}}, "prune", PruneCfg)
     for name in registry.method_names():  # every method runs without its block: defaults that work
         assert isinstance(registry.create_method(name), Method)
     cfg = parse_section({"prune": {"hqs_l0": {"final_stiffness": 5}, "random": None}}, "prune", PruneCfg)
-    assert cfg.method_options("hqs_l0") == {"final_stiffness": 5.0} and cfg.method_options("l1") == {}
+    assert cfg.method_options("hqs_l0") == {"final_stiffness": 5.0} and cfg.method_options("bn_l1") == {}
     assert registry.create_method("hqs_l0", cfg.method_options("hqs_l0")).options.final_stiffness == 5.0
 
 

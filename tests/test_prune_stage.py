@@ -1,5 +1,5 @@
 """The prune and finetune stages: every method meets the MAC target on the physically pruned
-model, the L1/L2 baselines, the saliency gap, distillation, equal budgets, and the stage chain."""
+model, the saliency gap on each decision's own score, distillation, equal budgets, and the stage chain."""
 
 from __future__ import annotations
 
@@ -12,25 +12,28 @@ import yaml
 from torch import nn
 
 from pipeline.artifact import load_model, save_model
-from pipeline.config import ModelCfg, SweepCfg, TrainCfg
+from pipeline.config import ModelCfg, PruneCfg, SweepCfg, TrainCfg, TrainerCfg
 from pipeline.errors import PipelineError
 from pipeline.losses import Distiller
 from pipeline.measure import macs_and_params
 from pipeline.models import create_model
+from pipeline.pruning import registry
+from pipeline.pruning.method import PruneContext
 from pipeline.pruning.methods import (
     HqsSparsifier,
     ImportanceMethod,
-    PenaltySparsifier,
     importance_scores,
     keep_by_score,
     saliency_gap,
 )
 from pipeline.pruning.registry import check_method, create_method, method_class, method_names
+from pipeline.pruning.run import prune as run_prune
 from pipeline.pruning.templates import attach_templates, fold_and_remove
 from pipeline.stages import finetune, prune
 from tests.test_pruning import SIZE, TinyNet, smp_model
 
-ONE_SHOT = [name for name in method_names() if issubclass(method_class(name), ImportanceMethod)]
+ONE_SHOT = [name for name in method_names()
+            if issubclass(method_class(name), ImportanceMethod) and not method_class(name).trains]
 
 
 def importance(method: str):
@@ -41,7 +44,9 @@ def importance(method: str):
 def test_the_method_registry_is_what_the_config_accepts():
     assert SweepCfg(methods=method_names()).methods == method_names()
     assert sorted(ONE_SHOT) == ["magnitude", "random", "slimming"]
-    assert sorted(n for n in method_names() if method_class(n).trains) == ["hqs_l0", "l1", "l2"]
+    trained = sorted(n for n in method_names() if method_class(n).trains)
+    assert trained == ["bn_l1", "group_l2", "hqs_l0", "hqs_l0_plain"]
+    assert trained == ["bn_l1", "group_l2", "hqs_l0", "hqs_l0_plain"]
     with pytest.raises(PipelineError, match="hqs_l0.*magnitude"):
         check_method("lottery")
     with pytest.raises(ValueError, match="lottery"):
@@ -89,32 +94,6 @@ def test_saliency_gap_is_smallest_kept_over_largest_removed():
 
 class _Trainer:
     estimated_stepping_batches = 40
-
-
-def test_l1_steps_stop_at_zero_l2_decays_and_lambda_follows_the_target():
-    torch.manual_seed(0)
-    model = TinyNet()
-    templates = attach_templates(model, torch.randn(1, 3, 16, 16))
-    with torch.no_grad():
-        templates.scales[0].copy_(torch.linspace(0.001, 1.0, templates.scales[0].numel()))
-    l1 = PenaltySparsifier(templates, macs_reduction=0.9, lr=0.01, p=1)
-    l1.on_train_start(_Trainer())
-    lam = l1.lam
-    for _ in range(2):  # two steps, one decision: the target is far, so λ grows
-        l1.on_train_batch_end(_Trainer())
-    s = templates.flat().detach()
-    assert (s >= 0).all() and (s == 0).any()  # no sign flips: the smallest stopped at zero
-    assert l1.lam == pytest.approx(lam * 1.5)
-
-    with torch.no_grad():
-        for p in templates.scales:
-            p.fill_(1.0)
-    l2 = PenaltySparsifier(templates, macs_reduction=0.0, lr=0.01, p=2)
-    l2.on_train_start(_Trainer())
-    l2.on_train_batch_end(_Trainer())
-    s = templates.flat().detach()
-    assert (s < 1).all() and (s > 0).all()  # a decay, no zeros
-    assert l2.keep().all()  # no MAC target: nothing removed
 
 
 def test_distillation_pulls_only_where_student_and_teacher_differ():
@@ -209,3 +188,42 @@ def test_hqs_sparsifier_measures_the_task_gradient_before_each_step_and_pulls_af
     before = templates.flat().detach()[dropped]
     sparsifier.on_train_batch_end(_Trainer())
     assert sparsifier.hqs.step == 1 and (templates.flat().detach()[dropped].abs() < before.abs()).all()
+
+
+@pytest.mark.parametrize("method", ["hqs_l0", "hqs_l0_plain"])
+def test_hqs_l0_plain_never_uses_a_fisher_estimate_and_both_decide_on_the_last_z_step_score(method):
+    torch.manual_seed(0)
+    model = TinyNet()
+    templates = attach_templates(model, torch.randn(1, 3, 16, 16))
+    chosen = create_method(method)
+    sparsifier = chosen.sparsifier(PruneContext(model, templates, PruneCfg(), chosen.options, 0.3))
+    sparsifier.on_train_start(_Trainer())
+    for _ in range(3):  # task gradients seen, a z-step taken on them
+        nn.functional.mse_loss(model(torch.randn(2, 3, 16, 16)), torch.randn(2, 1, 16, 16)).backward()
+        sparsifier.on_before_optimizer_step(_Trainer())
+        sparsifier.hqs.observe(torch.cat([p.grad for p in templates.scales]))  # even called directly
+        templates.zero_grad()
+    sparsifier.hqs.z_step()
+    plain = templates.flat().detach().abs() * templates.neighbour_scale()
+    assert (sparsifier.hqs.fisher is None) == (method == "hqs_l0_plain")
+    assert torch.allclose(sparsifier.hqs.score.float(), plain) == (method == "hqs_l0_plain")
+    keep = chosen.keep(None)
+    assert torch.equal(chosen.decision_scores, sparsifier.hqs.score) and torch.equal(keep, sparsifier.hqs.keep)
+
+
+class FixedScoreMethod(ImportanceMethod):
+    """Keeps by random scores but reports 4 for every kept entry and 2 for every removed one."""
+
+    def keep(self, ctx: PruneContext) -> torch.Tensor:
+        keep = keep_by_score(ctx.templates, torch.rand(ctx.templates.entries), ctx.macs_reduction)
+        self.decision_scores = torch.where(keep, 4.0, 2.0)
+        return keep
+
+
+def test_the_record_s_saliency_gap_is_on_the_method_s_own_decision_scores(dense, tiny_data, params, tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.setitem(registry.METHODS, "fixed", f"{__name__}:FixedScoreMethod")
+    cfg = PruneCfg.model_validate({**params["prune"], "epochs": 1})
+    _model, _card, record = run_prune(dense, tiny_data, "fixed", 0.5, cfg, TrainerCfg.model_validate(params["trainer"]),
+                                      0, tmp_path / "logs")
+    assert record["saliency_gap"] == 2.0

@@ -129,6 +129,7 @@ class HqsL0:
         lr: float,
         final_stiffness: float = 1.0,
         start_stiffness: float = 1e-3,
+        use_fisher: bool = True,
     ):
         if not 0 <= macs_reduction < 1:
             raise ValueError(f"macs_reduction must be in [0, 1), got {macs_reduction}")
@@ -137,8 +138,11 @@ class HqsL0:
         self.budget = templates.budget(macs_reduction)
         self.step, self.lam = 0, 0.0
         # the coupling's metric, E[(∂task/∂s)²] per entry, once the training loop has measured
-        # it (`observe`); until then the effective scale (|s|·neighbour scale) is the metric
+        # it (`observe`); until then the effective scale (|s|·neighbour scale) is the metric,
+        # and always without `use_fisher` (the seed thesis' plain HQS-L0)
+        self.use_fisher = use_fisher
         self.fisher: Tensor | None = None
+        self.score: Tensor | None = None  # the last z-step's score, |s|·metric: what it decided on
         self.keep = torch.ones(templates.entries, dtype=torch.bool)
         self.z = templates.flat().detach().cpu()
         self.z_step()
@@ -175,12 +179,12 @@ class HqsL0:
         on the scales in the coupling's metric; returns λ."""
         t = self.templates
         s = t.flat().detach().cpu()  # bookkeeping stays on the CPU
-        if self.fisher is None:
+        if self.fisher is None or not self.use_fisher:
             metric = t.neighbour_scale()
         else:
             fisher = self.fisher.cpu()
             metric = (fisher / fisher.mean().clamp_min(1e-30)).sqrt()
-        score = s.abs() * metric
+        score = self.score = s.abs() * metric
 
         def legal(keep: Tensor) -> Tensor:  # the templates' rules: none vanishes, rounded, ...
             return t.legal(keep, score)
@@ -192,7 +196,10 @@ class HqsL0:
 
     @torch.no_grad()
     def observe(self, grad: Tensor, decay: float = 0.9) -> None:
-        """Fold one step's task gradient w.r.t. the templates into the Fisher estimate."""
+        """Fold one step's task gradient w.r.t. the templates into the Fisher estimate (none
+        without `use_fisher`)."""
+        if not self.use_fisher:
+            return
         sq = grad.detach().double().pow(2)  # on the gradient's device: no sync per step
         if self.fisher is not None and self.fisher.device != sq.device:  # a resumed run loaded it elsewhere
             self.fisher = self.fisher.to(sq.device)

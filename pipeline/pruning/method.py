@@ -77,11 +77,14 @@ class Method:
 
     def __init__(self, options: BaseModel) -> None:
         self.options = options
+        # per template entry, the score `keep` decided on (the saliency gap reads it); set by `keep`
+        self.decision_scores: Tensor | None = None
 
     def sparsifier(self, ctx: PruneContext) -> L.Callback | None:
         """The training-time callback of a method that trains (None for one-shot methods)."""
         return None
 
     def keep(self, ctx: PruneContext) -> Tensor:
-        """Per template entry, True to keep: the decision that meets `ctx.macs_reduction`."""
+        """Per template entry, True to keep: the decision that meets `ctx.macs_reduction`;
+        also sets `decision_scores`, the per-entry score the decision was made on."""
         raise NotImplementedError

@@ -2,15 +2,18 @@
 
 Every method ends in the same place: a keep mask over the template entries (one per
 prunable channel group index) that meets the MAC target, which `fold_and_remove` turns into
-a smaller model. They differ in how they get there:
+a smaller model, and the score it decided on (`Method.decision_scores`, for the saliency
+gap). They differ in how they get there:
 
 * one-shot criteria score the dense model's channels with a Torch-Pruning `Importance`
   (`magnitude`: group L2 norm of the weights; `slimming`: BatchNorm |γ|; `random`) and
   drop the lowest scores until the target holds (`ImportanceMethod`);
-* template methods train the feature templates for `prune.epochs` first: `hqs_l0` (the
-  product's method, hqs_l0.py) or an `l1` / `l2` penalty on the templates, the baselines of
-  the saliency-gap comparison. Their sparsifier (sparsifiers.py) is a Lightning callback,
-  hooked after the optimiser step like Torch-Pruning's regularisers.
+* sparse-training baselines train `prune.epochs` with a Torch-Pruning regulariser first
+  (`bn_l1`: network slimming's L1 on BN γ; `group_l2`: DepGraph's group lasso;
+  regularizers.py), then rank like the one-shot criteria (`SparseTrainingMethod`);
+* HQS-L0 trains the feature templates for `prune.epochs` (`hqs_l0`, the product's method,
+  hqs_l0.py; `hqs_l0_plain`, the seed thesis' version without the Fisher metric). Its
+  sparsifier (sparsifiers.py) is a Lightning callback hooked around the optimiser step.
 """
 
 from __future__ import annotations
@@ -24,10 +27,11 @@ from torch import Tensor, nn
 
 from pipeline.pruning.hqs_l0 import keep_by_score
 from pipeline.pruning.method import Method, PruneContext
-from pipeline.pruning.sparsifiers import HqsSparsifier, PenaltySparsifier
+from pipeline.pruning.regularizers import Regularizer, build_pruner
+from pipeline.pruning.sparsifiers import HqsSparsifier
 from pipeline.pruning.templates import Templates
 
-__all__ = ["HqsSparsifier", "PenaltySparsifier", "keep_by_score"]  # where the stages and tests found them
+__all__ = ["HqsSparsifier", "keep_by_score"]  # where the stages and tests found them
 
 
 @torch.no_grad()
@@ -72,8 +76,8 @@ class ImportanceMethod(Method):
         raise NotImplementedError
 
     def keep(self, ctx: PruneContext) -> Tensor:
-        scores = importance_scores(ctx.model, ctx.templates, self.importance(ctx))
-        return keep_by_score(ctx.templates, scores, ctx.macs_reduction)
+        self.decision_scores = importance_scores(ctx.model, ctx.templates, self.importance(ctx))
+        return keep_by_score(ctx.templates, self.decision_scores, ctx.macs_reduction)
 
 
 class MagnitudeMethod(ImportanceMethod):
@@ -97,33 +101,53 @@ class RandomMethod(ImportanceMethod):
         return tp.importance.RandomImportance()
 
 
+# --- sparse training ------------------------------------------------------------------------
+
+
+class SparseTrainingOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reg: float = Field(1e-4, gt=0)  # the regulariser's coefficient (Torch-Pruning's `reg`)
+
+
+class SparseTrainingMethod(ImportanceMethod):
+    """Trains `prune.epochs` with a Torch-Pruning regulariser (`regularize(model)` after
+    backward, before each optimiser step), then ranks by `importance` and cuts at the target.
+    The templates stay at 1 (frozen): trained, they would take over the scale the
+    regulariser takes from the weights, and nothing would be sparsified."""
+
+    Options = SparseTrainingOptions
+    trains = True
+    regularizer: ClassVar[str]  # the kind `regularizers.build_pruner` builds
+
+    def sparsifier(self, ctx: PruneContext) -> Regularizer:
+        ctx.templates.requires_grad_(False)
+        return Regularizer(build_pruner(self.regularizer, ctx.model, ctx.templates, self.options.reg), ctx.model)
+
+
+class BNL1Method(SparseTrainingMethod):
+    """Network slimming as published: L1 on BN γ while training, then BN |γ| ranks."""
+
+    regularizer = "bn_l1"
+
+    def importance(self, ctx: PruneContext) -> tp.importance.Importance:
+        return BNScaleImportance()
+
+
+class GroupL2Method(SparseTrainingMethod):
+    """DepGraph's group lasso while training, then the group L2 norm ranks."""
+
+    regularizer = "group_l2"
+
+    def importance(self, ctx: PruneContext) -> tp.importance.Importance:
+        return tp.importance.GroupMagnitudeImportance(p=2)
+
+
 # --- template training ----------------------------------------------------------------------
 
 
-class TemplateMethod(Method):
-    """Trains the templates with a sparsifier for `prune.epochs`, then asks it to decide."""
-
-    trains = True
-
-    def __init__(self, options: BaseModel) -> None:
-        super().__init__(options)
-        self.callback: HqsSparsifier | PenaltySparsifier | None = None
-
-    def create(self, ctx: PruneContext) -> HqsSparsifier | PenaltySparsifier:
-        raise NotImplementedError
-
-    def sparsifier(self, ctx: PruneContext) -> HqsSparsifier | PenaltySparsifier:
-        self.callback = self.create(ctx)
-        return self.callback
-
-    def keep(self, ctx: PruneContext) -> Tensor:
-        if self.callback is None:
-            raise RuntimeError(f"{type(self).__name__}: train with its sparsifier before asking what to keep")
-        return self.callback.keep()
-
-
-class HqsL0Method(TemplateMethod):
-    """HQS-L0: an exact L0 MAC penalty by half-quadratic splitting (hqs_l0.py)."""
+class HqsL0Method(Method):
+    """HQS-L0: an exact L0 MAC penalty by half-quadratic splitting (hqs_l0.py), with the
+    Fisher metric in the z-step; it decides on the last z-step's score."""
 
     recalibrate = False  # its pull drives the dropped templates to (nearly) 0 while training
 
@@ -131,37 +155,39 @@ class HqsL0Method(TemplateMethod):
         model_config = ConfigDict(extra="forbid")
         final_stiffness: float = Field(10.0, gt=0)  # ημ at the end: how hard s is pulled onto z
 
-    def create(self, ctx: PruneContext) -> HqsSparsifier:
-        return HqsSparsifier(ctx.templates, ctx.macs_reduction, ctx.config.lr, self.options.final_stiffness)
+    trains = True
+    use_fisher: ClassVar[bool] = True
+
+    def __init__(self, options: BaseModel) -> None:
+        super().__init__(options)
+        self.callback: HqsSparsifier | None = None
+
+    def sparsifier(self, ctx: PruneContext) -> HqsSparsifier:
+        self.callback = HqsSparsifier(ctx.templates, ctx.macs_reduction, ctx.config.lr, self.options.final_stiffness,
+                                      use_fisher=self.use_fisher)
+        return self.callback
+
+    def keep(self, ctx: PruneContext) -> Tensor:
+        if self.callback is None:
+            raise RuntimeError(f"{type(self).__name__}: train with its sparsifier before asking what to keep")
+        self.decision_scores = self.callback.hqs.score
+        return self.callback.keep()
 
 
-class PenaltyOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    zero: float = Field(0.01, gt=0, lt=1)  # effective scale (× the median) counted as removed when tuning λ
+class HqsL0PlainMethod(HqsL0Method):
+    """HQS-L0 as the seed thesis has it: the z-step's metric is the effective scale, no Fisher."""
+
+    use_fisher = False
 
 
-class L1Method(TemplateMethod):
-    """An L1 penalty on the templates (proximal, stops at zero)."""
-
-    Options = PenaltyOptions
-    p: ClassVar[int] = 1
-
-    def create(self, ctx: PruneContext) -> PenaltySparsifier:
-        return PenaltySparsifier(ctx.templates, ctx.macs_reduction, ctx.config.lr, p=self.p, zero=self.options.zero)
-
-
-class L2Method(L1Method):
-    """An L2 penalty on the templates (a decay)."""
-
-    p = 2
-
-
-def saliency_gap(effective: Tensor, keep: Tensor) -> float:
-    """Smallest kept effective scale over the largest removed one: > 1 is a clean cut, and
-    the larger, the less the removal decision hangs on noise."""
+def saliency_gap(scores: Tensor, keep: Tensor) -> float:
+    """Smallest kept score over the largest removed one, on the score the method decided on
+    (`Method.decision_scores`): > 1 is a clean cut, and the larger, the less the removal
+    decision hangs on noise. Entries kept only by the keep rules (a layer's last channel,
+    `round_to`, `max_layer_pruning`) count as kept."""
     if keep.all() or not keep.any():
         return float("inf")
-    smallest_kept, largest_removed = float(effective[keep].min()), float(effective[~keep].max())
+    smallest_kept, largest_removed = float(scores[keep].min()), float(scores[~keep].max())
     if largest_removed == 0:  # zeros on both sides are a tie, not a cut
         return float("inf") if smallest_kept > 0 else 1.0
     return smallest_kept / largest_removed

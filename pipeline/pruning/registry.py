@@ -15,11 +15,12 @@ from pipeline.errors import PipelineError, did_you_mean
 
 METHODS: dict[str, str] = {  # name -> "module:Class"
     "hqs_l0": "pipeline.pruning.methods:HqsL0Method",
-    "l1": "pipeline.pruning.methods:L1Method",
-    "l2": "pipeline.pruning.methods:L2Method",
+    "hqs_l0_plain": "pipeline.pruning.methods:HqsL0PlainMethod",
     "magnitude": "pipeline.pruning.methods:MagnitudeMethod",
     "slimming": "pipeline.pruning.methods:SlimmingMethod",
     "random": "pipeline.pruning.methods:RandomMethod",
+    "bn_l1": "pipeline.pruning.methods:BNL1Method",
+    "group_l2": "pipeline.pruning.methods:GroupL2Method",
 }
 
 

@@ -98,13 +98,14 @@ def prune(dense: Path, data: Path, method: str, macs_reduction: float, cfg: Prun
         "channels": {name: [n, kept] for (name, n), kept in zip(dense_channels.items(),
                                                                  conv_channels(pruned).values(), strict=True)},
         "pruned_channels": removed,
+        # smallest kept / largest removed, on the score the method decided on when it decided
+        "saliency_gap": None if chosen.decision_scores is None else saliency_gap(chosen.decision_scores, keep),
     }
     if masking is not None:
         masking["after_removal"] = score(pruned)
         record["masking"] = masking
-    if effective is not None:  # the template magnitudes the decision was made on, before any threshold
-        record["templates"] = {"effective": [round(float(e), 6) for e in effective],
-                               "kept": keep.tolist(), "saliency_gap": saliency_gap(effective, keep)}
+    if effective is not None:  # the template magnitudes after training, before any threshold
+        record["templates"] = {"effective": [round(float(e), 6) for e in effective], "kept": keep.tolist()}
     pruned_card = card.updated(threshold=after.threshold, metrics=after.metrics, method=method,
                                macs_reduction=macs_reduction, sparsify_epochs=record["sparsify_epochs"],
                                budget_epochs=cfg.epochs, pruned_channels=removed)

@@ -22,7 +22,8 @@ does not know (grouped non-depthwise convs, transposed convs, linear layers).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -119,9 +120,7 @@ class Templates(nn.Module):
         for i, entry in enumerate(self.sites.values()):
             self.register_buffer(f"_site{i}", entry.clone(), persistent=False)
         self._flat: Tensor | None = None
-        self.handles = [model.register_forward_pre_hook(self._build_flat), model.register_forward_hook(self._drop_flat),
-                        *(model.get_submodule(s).register_forward_hook(self._hook(f"_site{i}"))
-                          for i, s in enumerate(self.sites))]
+        self.handles = self._hook_up()
         # the entries each layer of a group holds: a concatenation's parts are separate layers
         self.segments = list({tuple((g.offset + m.root).tolist()) for g in groups for m in g.members if m.dim == "out"})
         self.dense_modelled = self.kept_macs(torch.ones(n, dtype=torch.bool))
@@ -133,6 +132,24 @@ class Templates(nn.Module):
             return True
         outputs = [o.module for o in self.dg.module2node[layer].outputs]
         return not outputs or not all(isinstance(o, nn.BatchNorm2d) and o in group_outs for o in outputs)
+
+    def _hook_up(self) -> list:
+        model = self.model
+        return [model.register_forward_pre_hook(self._build_flat), model.register_forward_hook(self._drop_flat),
+                *(model.get_submodule(site).register_forward_hook(self._hook(f"_site{i}"))
+                  for i, site in enumerate(self.sites))]
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """The model without the templates' hooks for a while: another dependency graph traced
+        through them (Torch-Pruning's pruners build their own) would lose the groups."""
+        if not self.handles:
+            raise RuntimeError("the templates are not attached (already folded or removed)")
+        self.remove_hooks()
+        try:
+            yield
+        finally:
+            self.handles = self._hook_up()
 
     def _build_flat(self, *_args) -> None:
         self._flat = self.flat(with_one=True)

@@ -72,7 +72,8 @@ def figure_sections(rows: dict, records: dict, folders: dict[str, Path], paths: 
         channels_per_layer(records["prune"], figures / "channels_per_layer.png")
         sections += ["## Pruning", "\n".join(prune_notes(records["prune"])),
                      "![channels per layer](figures/channels_per_layer.png)"]
-    with_templates = {n: r["templates"] for n, r in records["prune"].items() if "templates" in r}
+    with_templates = {n: {**r["templates"], "saliency_gap": r["saliency_gap"]} for n, r in records["prune"].items()
+                      if "templates" in r}
     if with_templates:
         template_histograms(with_templates, figures / "template_magnitudes.png")
         sections.append("![template magnitudes](figures/template_magnitudes.png)")

@@ -50,13 +50,13 @@ def to_html(markdown: str, folder: Path, title: str) -> str:
 
 
 def prune_notes(prunes: dict[str, dict[str, Any]]) -> list[str]:
-    """One line per pruning run: target, achieved cut, saliency gap where there are templates."""
+    """One line per pruning run: target, achieved cut, saliency gap of its decision score."""
     notes = []
     for name, r in prunes.items():
-        gap = r.get("templates", {}).get("saliency_gap")
+        gap = r.get("saliency_gap")
         line = (f"- `{name}`: MACs cut {r['achieved_reduction']:.1%} (target {r['macs_reduction']:.0%}), "
                 f"{r['dense']['gmacs']:.3g} -> {r['pruned']['gmacs']:.3g} GMACs")
         if gap is not None:
-            line += f"; saliency gap (smallest kept / largest removed template) {gap:.3g}"
+            line += f"; saliency gap (smallest kept / largest removed decision score) {gap:.3g}"
         notes.append(line)
     return notes
