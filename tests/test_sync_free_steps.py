@@ -154,3 +154,27 @@ def test_the_training_loss_is_all_reduced_at_the_epochs_end_not_every_step(param
     for name, options in logged.items():
         assert options["on_step"] != options["on_epoch"]
         assert options.get("sync_dist", False) == options["on_epoch"], name  # all-reduce: epoch values only
+
+
+@pytest.mark.parametrize("kind", ["bn_l1", "group_l2"])
+def test_the_sparse_training_regularisers_read_nothing_back_in_training_steps(kind, tiny_data, params, tmp_path,
+                                                                              monkeypatch):
+    from pipeline.pruning.regularizers import Regularizer, build_pruner
+
+    model_cfg = ModelCfg.model_validate(params["model"])
+    train = TrainCfg.model_validate({**params["train"], "epochs": 2, "batch_size": 2, "scheduler": "none"})
+    trainer = TrainerCfg.model_validate({**params["trainer"], "log_every_n_steps": 100})
+    counter = SyncCounter()
+    monkeypatch.setattr(StopOnNonFinite, "check", _paused(counter, StopOnNonFinite.check))
+    monkeypatch.setattr(Strategy, "batch_to_device", _paused(counter, Strategy.batch_to_device))
+    torch.manual_seed(0)
+    model = create_model(model_cfg)
+    templates = attach_templates(model, torch.zeros(1, 3, 64, 64))
+    templates.requires_grad_(False)
+    regularizer = Regularizer(build_pruner(kind, model, templates, 1e-4), model)
+    window = Window(counter)
+    with counter:
+        result = fit(model_cfg, train, trainer, tiny_data, tmp_path / "logs", 0, model=model,
+                     callbacks=[window, regularizer], keep_last=True, templates=templates)
+    assert result is not None and window.steps == 8
+    assert not counter.calls, f"{len(counter.calls)} read-backs in training steps, the first:\n{counter.calls[0]}"
