@@ -82,15 +82,15 @@ class Benchmark:
         return {"code": code_hash(module), "data": self.data_hash, "start": start or "",
                 "config": config_hash([[self.dumped[n] for n in sections], *values])}
 
-    def _run(self, name: str, inputs: dict[str, str], model: Path, make) -> dict[str, Any]:
-        """The current record `name`, else run `make()` and store it (with the model's hash)."""
+    def _run(self, name: str, inputs: dict[str, str], model: Path, make, need_model: bool) -> dict[str, Any]:
+        """The current record `name` (whose model must be on this machine if `need_model`),
+        else run `make()` and store its record with the model's hash."""
         record = self.store.current(name, inputs)
-        if record is not None and (model / "model.pt").exists() and weights_hash(model) == record["model_hash"]:
+        if record is not None and (not need_model or _holds(model, record["model_hash"])):
             return record
-        if record is not None and not (model / "model.pt").exists():
-            print(f"{name}: record current, model not on this machine: training it again", flush=True)
-        started = time.strftime("%H:%M:%S")
-        print(f"{started} {name}: running", flush=True)
+        if record is not None:
+            print(f"{name}: record current, its model is not on this machine: training it again", flush=True)
+        print(f"{time.strftime('%H:%M:%S')} {name}: running", flush=True)
         body = make()
         return self.store.save(name, inputs, {**body, "model_hash": weights_hash(model)})
 
@@ -121,29 +121,39 @@ class Benchmark:
 
     # --- running them ------------------------------------------------------------------------
 
-    def dense(self, seed: int) -> dict[str, Any]:
+    def dense(self, seed: int, need_model: bool = False) -> dict[str, Any]:
         from bench.dense import dense_run
 
         name, inputs, model = self.dense_spec(seed)
-        return self._run(name, inputs, model, lambda: dense_run(self.sections, self.data, model.parent, seed))
+        return self._run(name, inputs, model, lambda: dense_run(self.sections, self.data, model.parent, seed),
+                         need_model)
 
-    def control(self, seed: int, dense: dict[str, Any]) -> dict[str, Any]:
+    def control(self, seed: int, need_model: bool = False) -> dict[str, Any]:
+        """The seed's control (the dense model is trained again only if the control must run)."""
         from bench.dense import control_run
 
-        name, inputs, model = self.control_spec(seed, dense)
+        name, inputs, model = self.control_spec(seed, self.dense(seed))
+        if (record := self.store.current(name, inputs)) is not None and not need_model:
+            return record
+        name, inputs, model = self.control_spec(seed, self.dense(seed, need_model=True))
         dense_model = self.dense_spec(seed)[2]
         return self._run(name, inputs, model,
-                         lambda: control_run(self.sections, self.data, dense_model, model.parent, seed))
+                         lambda: control_run(self.sections, self.data, dense_model, model.parent, seed), need_model)
 
-    def pruned(self, seed: int, dense: dict[str, Any], method: str, target: float,
-               options: dict[str, Any] | None = None) -> dict[str, Any]:
+    def pruned(self, seed: int, method: str, target: float, options: dict[str, Any] | None = None,
+               need_model: bool = False) -> dict[str, Any]:
+        """One pruned run (the dense model is trained again only if the run must)."""
         from bench.pruned import pruned_run
 
+        name, inputs, model = self.pruned_spec(seed, self.dense(seed), method, target, options)
+        if (record := self.store.current(name, inputs)) is not None and not need_model:
+            return record
+        dense = self.dense(seed, need_model=True)
         name, inputs, model = self.pruned_spec(seed, dense, method, target, options)
         return self._run(name, inputs, model,
                          lambda: pruned_run(self.sections, self.data, self.dense_spec(seed)[2], model.parent, seed,
                                             method, target, self.prune_cfg(method, options), dense["val_score"],
-                                            self.bench.within))
+                                            self.bench.within), need_model)
 
     def tuned_options(self, method: str, dense_of: dict[int, dict[str, Any]], run: bool = True
                       ) -> dict[str, Any] | None:
@@ -161,7 +171,7 @@ class Benchmark:
         tried = {}
         for value in values:
             if run:
-                tried[value] = self.pruned(seed, dense_of[seed], method, target, {key: value})
+                tried[value] = self.pruned(seed, method, target, {key: value})
             else:
                 name, inputs, _ = self.pruned_spec(seed, dense_of[seed], method, target, {key: value})
                 tried[value] = self.store.current(name, inputs)
@@ -171,61 +181,70 @@ class Benchmark:
                                           tried[v]["val_score"]))
         return {key: best}
 
-    def bsds(self, seed: int, name: str, run: dict[str, Any], model: Path | None) -> dict[str, Any] | None:
-        """BSDS counts of a run's final model (computed if `model` is given and none are current)."""
+    def bsds(self, seed: int, arm: str, rerun) -> dict[str, Any] | None:
+        """BSDS counts of the final model of the record `seed<N>/<arm>`; `rerun(need_model=True)`
+        gives that record with its model on this machine (None: only read what is current)."""
         from bench.bsds import split_boundary_counts
         from pipeline.artifact import load_model
 
+        run = self.store.load(f"seed{seed}/{arm}")
+        if run is None:
+            return None
+        name = f"seed{seed}/bsds-{arm}"
         inputs = {"code": code_hash("bench.bsds"), "data": self.data_hash, "start": run["model_hash"], "config": ""}
-        record = self.store.current(f"seed{seed}/bsds-{name}", inputs)
-        if record is None and model is not None:
-            print(f"{time.strftime('%H:%M:%S')} seed{seed}/bsds-{name}: matching boundaries", flush=True)
-            record = self.store.save(f"seed{seed}/bsds-{name}", inputs,
-                                     {"counts": split_boundary_counts(load_model(model)[0], self.data)})
-        return record
+        if (record := self.store.current(name, inputs)) is not None or rerun is None:
+            return record
+        run = rerun(need_model=True)
+        inputs["start"] = run["model_hash"]
+        print(f"{time.strftime('%H:%M:%S')} {name}: matching boundaries", flush=True)
+        model = self.work / f"seed{seed}" / arm / ("model" if arm in ("dense", "control") else "final")
+        return self.store.save(name, inputs, {"counts": split_boundary_counts(load_model(model)[0], self.data)})
+
+
+def _holds(model: Path, expected: str) -> bool:
+    """Whether the model folder holds the weights with this hash."""
+    return (model / "model.pt").exists() and weights_hash(model) == expected
 
 
 def run_all(b: Benchmark, dense_only: bool = False) -> None:
-    """Every record of the preset, seed by seed (so a slice ends with whole seeds done);
-    `dense_only`: the dense models and controls of every seed first."""
+    """Every record of the preset, one whole seed after another (a slice that ends between
+    seeds leaves nothing that needs this machine's models), BSDS included."""
     dense_of: dict[int, dict[str, Any]] = {}
     tuned: dict[str, dict[str, Any] | None] = {}
     for seed in b.bench.seeds:
         dense_of[seed] = b.dense(seed)
-        b.control(seed, dense_of[seed])
+        b.control(seed)
         if dense_only:
             continue
         for target in sorted(b.bench.macs_reductions, reverse=True):
             for method in b.bench.methods:
                 if method not in tuned:
                     tuned[method] = b.tuned_options(method, dense_of)
-                b.pruned(seed, dense_of[seed], method, target, tuned[method])
-    if b.bench.bsds and not dense_only:
-        for seed, name, run, model in bsds_arms(b, dense_of, tuned):
-            b.bsds(seed, name, run, model)
+                b.pruned(seed, method, target, tuned[method])
+        if b.bench.bsds:
+            for arm, rerun in bsds_arms(b, seed, tuned):
+                b.bsds(seed, arm, rerun)
 
 
-def bsds_arms(b: Benchmark, dense_of: dict[int, dict[str, Any]], tuned: dict[str, dict[str, Any] | None]
-              ) -> list[tuple[int, str, dict[str, Any], Path]]:
-    """(seed, name, record, model folder) of the runs BSDS scores: dense, the control, hqs_l0
-    and, at each target, the baseline with the best mean val score (failed runs excluded)."""
-    arms = []
-    for seed, dense in dense_of.items():
-        arms.append((seed, "dense", dense, b.dense_spec(seed)[2]))
-        name, inputs, model = b.control_spec(seed, dense)
-        arms.append((seed, "control", b.store.current(name, inputs), model))
+def bsds_arms(b: Benchmark, seed: int, tuned: dict[str, dict[str, Any] | None]) -> list[tuple[str, Any]]:
+    """(arm, its rerun) of the runs of `seed` that BSDS scores: dense, the control, hqs_l0 and,
+    at each target, the baseline (not an HQS-L0 variant) with the best val score on the
+    tuning seed, failed runs excluded: chosen on val, once, before the other seeds run."""
+    arms = [("dense", lambda need_model: b.dense(seed, need_model)),
+            ("control", lambda need_model: b.control(seed, need_model))]
+    tune_seed = b.bench.tune_seed
+    tune_dense = b.dense(tune_seed)
     for target in b.bench.macs_reductions:
-        runs = {m: [b.store.current(*b.pruned_spec(s, d, m, target, tuned.get(m))[:2]) for s, d in dense_of.items()]
-                for m in b.bench.methods}
-        runs = {m: r for m, r in runs.items() if all(r)}
-        scores = {m: sum(r["val_score"] for r in rs) / len(rs) for m, rs in runs.items() if m != "hqs_l0"
-                  and not any(failed(r["val_score"], dense_of[r["seed"]]["val_score"]) for r in rs)}
-        chosen = ["hqs_l0"] + ([max(scores, key=scores.get)] if scores else [])
-        for method in (m for m in chosen if m in runs):
-            for run in runs[method]:
-                model = b.pruned_spec(run["seed"], dense_of[run["seed"]], method, target, tuned.get(method))[2]
-                arms.append((run["seed"], run["name"].split("/", 1)[1], run, model))
-    return [arm for arm in arms if arm[2] is not None]
+        scores = {}
+        for method in b.bench.methods:
+            name, inputs, _ = b.pruned_spec(tune_seed, tune_dense, method, target, tuned.get(method))
+            run = b.store.current(name, inputs)
+            if run and not method.startswith("hqs_l0") and not failed(run["val_score"], tune_dense["val_score"]):
+                scores[method] = run["val_score"]
+        for method in ["hqs_l0", *([max(scores, key=scores.get)] if scores else [])]:
+            suffix = b.pruned_spec(seed, tune_dense, method, target, tuned.get(method))[0].split("/", 1)[1]
+            arms.append((suffix, lambda need_model, m=method, t=target: b.pruned(seed, m, t, tuned.get(m), need_model)))
+    return arms
 
 
 def main(argv: list[str] | None = None) -> None:

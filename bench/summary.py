@@ -36,7 +36,7 @@ def collect(b: Any) -> dict[str, Any]:
     bsds = {}
     for run in [*dense_of.values(), *runs]:
         short = run["name"].split("/", 1)[1]
-        if (record := b.bsds(run["seed"], short, run, None)) is not None:
+        if (record := b.bsds(run["seed"], short, None)) is not None:
             bsds[run["name"]] = record["counts"]
     return {"dense": dense_of, "runs": runs, "tuned": tuned, "tuning": tuning, "missing": missing, "bsds": bsds}
 

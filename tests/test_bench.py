@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -127,20 +128,21 @@ def test_the_benchmark_runs_reuses_current_records_and_reruns_changed_ones(tmp_p
     params = {k: v for k, v in tiny_params().items() if k in ("base", "prepare", "model", "train", "trainer",
                                                                 "prune", "finetune")}
     params["bench"] = {"seeds": [0], "methods": ["hqs_l0", "magnitude"], "macs_reductions": [0.5],
-                       "bootstrap": 100, "bsds": False}
+                       "bootstrap": 100, "bsds": True}
     config = tmp_path / "bench.yaml"
     config.write_text(yaml.safe_dump(params))
     args = ["--config", str(config), "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out")]
     main(args)
     records = tmp_path / "out" / "pldu" / "seed0"
-    assert {p.name for p in records.iterdir()} == {"dense.json", "control.json", "hqs_l0-0.5.json",
-                                                   "magnitude-0.5.json"}
+    runs = {"dense", "control", "hqs_l0-0.5", "magnitude-0.5"}  # magnitude: the only baseline, so the best
+    assert {p.name for p in records.iterdir()} == {f"{prefix}{run}.json" for run in runs for prefix in ("", "bsds-")}
     hqs = json.loads((records / "hqs_l0-0.5.json").read_text())
     assert hqs["masking"]["after_zeroing"] >= 0 and hqs["train_tmacs"] > hqs["finetune_tmacs"] > 0
     assert json.loads((records / "magnitude-0.5.json").read_text())["recalibrated"]
     summary = json.loads((tmp_path / "out" / "pldu.json").read_text())
     assert summary["missing"] == [] and {r["arm"] for r in summary["rows"]} == {"dense", "control", "hqs_l0",
                                                                                  "magnitude"}
+    assert all(0 <= r["bsds"]["ods"]["mean"] <= r["bsds"]["ois"]["mean"] <= 1 for r in summary["rows"])
     capsys.readouterr()
     main(args)  # everything current: nothing runs again
     assert ": running" not in capsys.readouterr().out
@@ -149,4 +151,8 @@ def test_the_benchmark_runs_reuses_current_records_and_reruns_changed_ones(tmp_p
     main(args)
     ran = capsys.readouterr().out
     assert "seed0/control: running" in ran and "seed0/magnitude-0.5: running" in ran
-    assert "seed0/dense: running" not in ran
+    assert "seed0/dense: running" not in ran and "seed0/bsds-dense: matching" not in ran
+    assert "seed0/bsds-control: matching" in ran  # its model changed
+    shutil.rmtree(tmp_path / "work" / "seed0")  # a fresh machine: records committed, models gone
+    main(args)
+    assert ": running" not in capsys.readouterr().out  # nothing needs the models again
