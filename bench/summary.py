@@ -74,12 +74,20 @@ def summarise(found: dict[str, Any], n_resamples: int) -> dict[str, Any]:
             seeds = sorted(set(mine) & {r["seed"] for r in refs})
             theirs = {r["seed"]: r for r in refs}
             if seeds:
-                row[f"vs_{ref}"] = {metric: paired_bca([mine[s]["test_counts"] for s in seeds],
-                                                       [theirs[s]["test_counts"] for s in seeds], metric,
-                                                       n_resamples) for metric in ("iou", "tol_f1")}
+                row[f"vs_{ref}"] = {metric: _difference([mine[s] for s in seeds], [theirs[s] for s in seeds],
+                                                        metric, n_resamples) for metric in ("iou", "tol_f1")}
     return {"rows": rows, "tuned": found["tuned"], "missing": found["missing"],
             "tuning": [{"name": r["name"], "options": r["options"], "val_score": r["val_score"]}
                        for r in found["tuning"]]}
+
+
+def _difference(mine: list[dict[str, Any]], theirs: list[dict[str, Any]], metric: str, n_resamples: int
+                ) -> dict[str, Any]:
+    """BCa interval of the pooled difference, with the standard deviation of the per-seed differences."""
+    per_seed = [float(scores(a["test_counts"])[metric] - scores(b["test_counts"])[metric])
+                for a, b in zip(mine, theirs, strict=True)]
+    return {**paired_bca([r["test_counts"] for r in mine], [r["test_counts"] for r in theirs], metric, n_resamples),
+            "seed_std": mean_std(per_seed)["std"], "per_seed": [round(d, 4) for d in per_seed]}
 
 
 def _row(key: tuple, runs: list[dict[str, Any]], dense_of: dict[int, dict[str, Any]], bsds: dict[str, Any],

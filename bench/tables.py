@@ -13,7 +13,8 @@ def _ci(stat: dict[str, Any] | None) -> str:
     if not stat:
         return "-"
     low, high = stat["ci95"]
-    return f"{stat['mean']:+.3f} [{low:+.3f}, {high:+.3f}]"
+    spread = f" (seeds ± {stat['seed_std']:.3f})" if "seed_std" in stat else ""
+    return f"{stat['mean']:+.3f} [{low:+.3f}, {high:+.3f}]{spread}"
 
 
 def _name(row: dict[str, Any]) -> str:

@@ -62,6 +62,7 @@ def test_summary_marks_failed_runs_and_compares_with_the_control():
     assert bn["failed"] == [1] and hqs["failed"] == [] and rows[("control", None)]["failed"] == []
     assert hqs["vs_control"]["iou"]["mean"] == pytest.approx(100 / 160 - 100 / 180)  # seeds pooled per image
     assert bn["vs_hqs_l0"]["iou"]["mean"] < 0 and "vs_hqs_l0" not in hqs
+    assert hqs["vs_control"]["iou"]["seed_std"] == 0  # the same difference on both seeds
     assert bn["tuning_tmacs"] == 10.0 and hqs["tuning_tmacs"] == 0
     text = markdown({**summary, "versions": {"torch": "x"}, "commit": "abc", "dirty": False, "config": "c",
                      "test_images": 4})
