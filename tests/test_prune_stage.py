@@ -169,6 +169,14 @@ def test_an_already_pruned_model_is_refused(dense, tiny_data, params, tmp_path):
 
 
 
+def test_saliency_gap_leaves_out_entries_only_the_rules_kept():
+    scores = torch.tensor([4.0, 3.0, 0.001, 1.0, 0.5])
+    keep = torch.tensor([True, True, True, False, False])  # 0.001 kept only as a layer's last channel
+    by_score = torch.tensor([True, True, False, False, False])
+    assert saliency_gap(scores, keep) == pytest.approx(0.001)  # counted as a decision, it hides the cut
+    assert saliency_gap(scores, keep, by_score) == pytest.approx(3.0)
+
+
 def test_saliency_gap_of_ties_at_zero_is_no_gap():
     effective = torch.tensor([0.0, 0.0, 0.5])
     assert saliency_gap(effective, torch.tensor([True, False, True])) == 1.0
@@ -208,7 +216,9 @@ def test_hqs_l0_plain_never_uses_a_fisher_estimate_and_both_decide_on_the_last_z
     assert (sparsifier.hqs.fisher is None) == (method == "hqs_l0_plain")
     assert torch.allclose(sparsifier.hqs.score.float(), plain) == (method == "hqs_l0_plain")
     keep = chosen.keep(None)
-    assert torch.equal(chosen.decision_scores, sparsifier.hqs.score) and torch.equal(keep, sparsifier.hqs.keep)
+    cost = sparsifier.hqs.templates.cost  # the z-step thresholds score²/c: score/√c is what it decided on
+    assert torch.equal(chosen.decision_scores, sparsifier.hqs.score / cost.sqrt())
+    assert torch.equal(keep, sparsifier.hqs.keep) and torch.equal(chosen.decided_by_score, sparsifier.hqs.by_score)
 
 
 class FixedScoreMethod(ImportanceMethod):

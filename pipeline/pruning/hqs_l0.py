@@ -95,6 +95,12 @@ def lambda_for_target(
 def keep_by_score(templates: Templates, score: Tensor, macs_reduction: float) -> Tensor:
     """Keep the highest-scoring entries, dropping the lowest until the model's MACs fall by
     `macs_reduction`, within the templates' rules (`Templates.legal`)."""
+    return decide_by_score(templates, score, macs_reduction)[0]
+
+
+def decide_by_score(templates: Templates, score: Tensor, macs_reduction: float) -> tuple[Tensor, Tensor]:
+    """`keep_by_score`'s keep mask, and the entries the score itself kept (before the rules,
+    which may keep an entry the score would drop, e.g. a layer's last channel)."""
     rank = torch.empty(len(score))  # ranks, not values: ties (e.g. BN γ all 1 at init) must not drop together
     rank[score.argsort(stable=True)] = torch.arange(1, len(score) + 1, dtype=rank.dtype)
     score = rank
@@ -105,7 +111,8 @@ def keep_by_score(templates: Templates, score: Tensor, macs_reduction: float) ->
     ones = torch.ones_like(score)  # equal costs and μ = 2: an entry drops once λ reaches score²
     lam = lambda_for_target(score, ones, 2.0, lambda keep: templates.kept_macs(legal(keep)),
                             templates.budget(macs_reduction))
-    return legal(hard_threshold(score, ones, lam, 2.0) != 0)
+    by_score = hard_threshold(score, ones, lam, 2.0) != 0
+    return legal(by_score), by_score
 
 
 class HqsL0:
@@ -143,6 +150,7 @@ class HqsL0:
         self.use_fisher = use_fisher
         self.fisher: Tensor | None = None
         self.score: Tensor | None = None  # the last z-step's score, |s|·metric: what it decided on
+        self.by_score: Tensor | None = None  # the entries that score kept, before the templates' rules
         self.keep = torch.ones(templates.entries, dtype=torch.bool)
         self.z = templates.flat().detach().cpu()
         self.z_step()
@@ -190,7 +198,8 @@ class HqsL0:
             return t.legal(keep, score)
 
         self.lam = lambda_for_target(score, t.cost, self.mu, lambda keep: t.kept_macs(legal(keep)), self.budget)
-        self.keep = legal(hard_threshold(s, t.cost, self.lam, self.mu, metric) != 0)
+        self.by_score = hard_threshold(s, t.cost, self.lam, self.mu, metric) != 0  # before the rules
+        self.keep = legal(self.by_score)
         self.z = torch.where(self.keep, s, torch.zeros_like(s))
         return self.lam
 

@@ -79,6 +79,7 @@ class Method:
         self.options = options
         # per template entry, the score `keep` decided on (the saliency gap reads it); set by `keep`
         self.decision_scores: Tensor | None = None
+        self.decided_by_score: Tensor | None = None  # the entries the score kept, before the templates' rules
 
     def sparsifier(self, ctx: PruneContext) -> L.Callback | None:
         """The training-time callback of a method that trains (None for one-shot methods)."""

@@ -25,7 +25,7 @@ import torch_pruning as tp
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from pipeline.pruning.hqs_l0 import keep_by_score
+from pipeline.pruning.hqs_l0 import decide_by_score, keep_by_score
 from pipeline.pruning.method import Method, PruneContext
 from pipeline.pruning.regularizers import Regularizer, build_pruner
 from pipeline.pruning.sparsifiers import HqsSparsifier
@@ -77,7 +77,8 @@ class ImportanceMethod(Method):
 
     def keep(self, ctx: PruneContext) -> Tensor:
         self.decision_scores = importance_scores(ctx.model, ctx.templates, self.importance(ctx))
-        return keep_by_score(ctx.templates, self.decision_scores, ctx.macs_reduction)
+        keep, self.decided_by_score = decide_by_score(ctx.templates, self.decision_scores, ctx.macs_reduction)
+        return keep
 
 
 class MagnitudeMethod(ImportanceMethod):
@@ -170,7 +171,10 @@ class HqsL0Method(Method):
     def keep(self, ctx: PruneContext) -> Tensor:
         if self.callback is None:
             raise RuntimeError(f"{type(self).__name__}: train with its sparsifier before asking what to keep")
-        self.decision_scores = self.callback.hqs.score
+        hqs = self.callback.hqs
+        # the z-step keeps an entry when score² > 2λc/μ: score/√c is the quantity it thresholds
+        self.decision_scores = hqs.score / hqs.templates.cost.sqrt()
+        self.decided_by_score = hqs.by_score
         return self.callback.keep()
 
 
@@ -180,11 +184,16 @@ class HqsL0PlainMethod(HqsL0Method):
     use_fisher = False
 
 
-def saliency_gap(scores: Tensor, keep: Tensor) -> float:
-    """Smallest kept score over the largest removed one, on the score the method decided on
-    (`Method.decision_scores`): > 1 is a clean cut, and the larger, the less the removal
-    decision hangs on noise. Entries kept only by the keep rules (a layer's last channel,
-    `round_to`, `max_layer_pruning`) count as kept."""
+def saliency_gap(scores: Tensor, keep: Tensor, by_score: Tensor | None = None) -> float:
+    """Smallest kept score over the largest removed one, on the quantity the method's decision
+    thresholded (`Method.decision_scores`): > 1 is a clean cut, and the larger, the less the
+    removal decision hangs on noise. Entries the templates' rules kept although their score
+    would drop them (a layer's last channel, `round_to`, `max_layer_pruning`; not in
+    `by_score`) were not decided by the score and are left out of the kept side."""
+    if by_score is not None and (keep & by_score).any():
+        keep_scored = keep & by_score
+        if (~keep).any():
+            return saliency_gap(scores[keep_scored | ~keep], keep[keep_scored | ~keep])
     if keep.all() or not keep.any():
         return float("inf")
     smallest_kept, largest_removed = float(scores[keep].min()), float(scores[~keep].max())

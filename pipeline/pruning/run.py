@@ -99,7 +99,8 @@ def prune(dense: Path, data: Path, method: str, macs_reduction: float, cfg: Prun
                                                                  conv_channels(pruned).values(), strict=True)},
         "pruned_channels": removed,
         # smallest kept / largest removed, on the score the method decided on when it decided
-        "saliency_gap": None if chosen.decision_scores is None else saliency_gap(chosen.decision_scores, keep),
+        "saliency_gap": None if chosen.decision_scores is None else saliency_gap(chosen.decision_scores, keep,
+                                                                                chosen.decided_by_score),
     }
     if masking is not None:
         masking["after_removal"] = score(pruned)

@@ -43,17 +43,20 @@ class HqsSparsifier(L.Callback):
             self._start(int(trainer.estimated_stepping_batches))
 
     def state_dict(self) -> dict[str, Any]:
-        """What a resumed run needs: the schedule's position, λ, the Fisher metric, z and the
-        score z was decided on."""
+        """What a resumed run needs: the schedule's position, λ, the Fisher metric, z, and the
+        score z was decided on with the entries that score kept."""
         h = self.hqs
         return {} if h is None else {"steps": h.steps, "step": h.step, "lam": h.lam, "fisher": h.fisher,
-                                     "keep": h.keep, "z": h.z, "score": h.score}
+                                     "keep": h.keep, "z": h.z, "score": h.score,
+                                     "by_score": h.by_score}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state:
             self._start(state["steps"])
-            for name in ("step", "lam", "fisher", "keep", "z", "score"):
+            for name in ("step", "lam", "fisher", "keep", "z"):
                 setattr(self.hqs, name, state[name])
+            for name in ("score", "by_score"):  # absent from checkpoints written before they were kept
+                setattr(self.hqs, name, state.get(name))
 
     def on_before_optimizer_step(self, trainer: L.Trainer, *_args) -> None:
         """The task gradient of the templates (the pull is not a gradient term) feeds the metric."""
