@@ -10,7 +10,6 @@ over any set of images without re-running the matching (the expensive part).
 
 from __future__ import annotations
 
-import contextlib
 import io
 from typing import Any
 
@@ -40,11 +39,19 @@ def boundary_counts(prob: np.ndarray, truth: np.ndarray, thresholds: int = THRES
 def ods_ois_ap(per_image: dict[str, list[list[int]]], thresholds: int = THRESHOLDS) -> dict[str, float]:
     """ODS (best F1 at one threshold for the whole set), OIS (best threshold per image) and
     AP, from the per-image counts of `boundary_counts`, keyed by image id."""
-    from pyEdgeEval.common.binary_label.calculate_metrics import calculate_metrics
+    import importlib
+    from functools import partial
+    from unittest import mock
 
+    from pyEdgeEval.utils import track_progress
+
+    # its progress bar writes to the sys.stdout of import time (a default argument), which may
+    # be closed by now (e.g. a test's captured output): give it a buffer of its own
+    metrics = importlib.import_module("pyEdgeEval.common.binary_label.calculate_metrics")
     samples = [{"name": name, "counts": counts} for name, counts in sorted(per_image.items())]
-    with contextlib.redirect_stdout(io.StringIO()):  # its progress bar, for a loop that takes no time here
-        _, _, overall = calculate_metrics(eval_single=_stored, thresholds=thresholds, samples=samples, nproc=1)
+    with mock.patch.object(metrics, "track_progress", partial(track_progress, file=io.StringIO())):
+        _, _, overall = metrics.calculate_metrics(eval_single=_stored, thresholds=thresholds, samples=samples,
+                                                  nproc=1)
     return {"ods": float(overall["ODS_f1"]), "ois": float(overall["OIS_f1"]), "ap": float(overall["AP"]),
             "ods_threshold": float(overall["ODS_threshold"])}
 
