@@ -9,6 +9,7 @@ A record's inputs are: the code it ran (the project files its arm's module impor
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import json
 import subprocess
@@ -50,6 +51,7 @@ def code_text(path: Path) -> str:
     return ast.dump(tree)
 
 
+@functools.cache  # once per process: the code it imported does not change under it
 def code_hash(*modules: str) -> str:
     """sha256 over what the import closures of `modules` run (paths sorted, `code_text`)."""
     digest = hashlib.sha256()
