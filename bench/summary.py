@@ -57,7 +57,7 @@ def arm_key(run: dict[str, Any]) -> tuple[str, float | None]:
 def summarise(found: dict[str, Any], n_resamples: int) -> dict[str, Any]:
     """One row per arm over its seeds; differences with BCa intervals over test images."""
     dense_of = found["dense"]
-    arms: dict[tuple, list[dict[str, Any]]] = {("dense", None): list(dense_of.values())}
+    arms: dict[tuple, list[dict[str, Any]]] = {("dense", None): list(dense_of.values())} if dense_of else {}
     for run in found["runs"]:
         arms.setdefault(arm_key(run), []).append(run)
     tuning_tmacs = {}
@@ -132,6 +132,7 @@ def write_summary(b: Any, out: Path, config: Path) -> dict[str, Any]:
     about = {"config": str(config.relative_to(ROOT)) if config.is_relative_to(ROOT) else str(config),
              "bench": b.bench.model_dump(), **environment(), "test_images": _test_images(b)}
     text = markdown({**about, **summary})
+    out.mkdir(parents=True, exist_ok=True)
     (out / "pldu.json").write_text(json.dumps({**about, **summary}, indent=1))
     (out / "pldu.md").write_text(text)
     pareto_plot(summary, out / "pldu_pareto.png")

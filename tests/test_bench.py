@@ -157,3 +157,9 @@ def test_the_benchmark_runs_reuses_current_records_and_reruns_changed_ones(tmp_p
     shutil.rmtree(tmp_path / "work" / "seed0")  # a fresh machine: records committed, models gone
     main(args)
     assert ": running" not in capsys.readouterr().out  # nothing needs the models again
+
+
+def test_summary_of_no_records_is_empty_not_an_error():
+    found = {"dense": {}, "runs": [], "tuned": {}, "tuning": [], "missing": ["seed0/dense"], "bsds": {}}
+    summary = summarise(found, n_resamples=199)
+    assert summary["rows"] == [] and summary["missing"] == ["seed0/dense"]
