@@ -2,7 +2,7 @@
 `dvc exp show`), and reports/curves.json, the val score per epoch per model (`dvc plots show`).
 
 The summary is a handful of numbers that decide what to ship, under short names: a table of
-every model's figures is reports/report.json, which no DVC view reads (it is 600+ columns).
+every model's figures is reports/report.json, which no DVC view reads (as metrics it made thousands of columns).
 """
 
 from __future__ import annotations
