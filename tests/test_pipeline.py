@@ -38,8 +38,8 @@ def test_dvc_repro_runs_end_to_end_then_does_nothing(tiny_project):
     rows = json.loads((project / "reports" / "report.json").read_text())
     shown = subprocess.run([sys.executable, "-m", "dvc", "metrics", "show", "--json"], cwd=project,
                            capture_output=True, text=True, check=True).stdout
-    figures = json.loads(shown)[""]["data"]["reports/report.json"]["data"]
-    assert figures["hqs_l0-0.5 fine-tuned"]["test/iou"] == rows["hqs_l0-0.5 fine-tuned"]["test/iou"]
+    figures = json.loads(shown)[""]["data"]["reports/summary.json"]["data"]  # the only metrics file
+    assert figures["ship_iou"] == rows["hqs_l0-0.5 fine-tuned"]["test/iou"]  # export.model
     assert rows["hqs_l0-0.5 fine-tuned"]["eager_speedup"] > 0 and rows["hqs_l0-0.5 fine-tuned"]["onnx_peak_mb"] > 0
     second = run([sys.executable, "-m", "dvc", "repro"], project)
     assert "Running stage" not in second, second

@@ -5,6 +5,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pipeline.artifact import load_card, load_model, save_model, write_json
 from pipeline.config import ModelCfg, ReportCfg, SweepCfg
@@ -14,6 +15,7 @@ from pipeline.report.collect import curves, evaluation_size, gather, model_rows,
 from pipeline.report.figures import CURVES, channels_per_layer, pareto, prediction_panel, training_curves
 from pipeline.report.render import model_table, prune_notes, to_html
 from pipeline.report.timing import DENSE, measure_models, speed_notes
+from pipeline.report.views import cost_points, curve_rows, summary
 from pipeline.selection import FAIL_SHARE, SCORE
 
 STAGES = ("baseline", "augment", "loss", "prune", "finetune")
@@ -33,6 +35,8 @@ class ReportPaths:
     metrics: Path  # every model's figures (JSON)
     points: Path  # accuracy vs cost plot data (JSON)
     plots: Path  # figures folder
+    summary: Path  # the few figures `dvc metrics show` lists (JSON)
+    curves: Path  # val score per epoch per model, for `dvc plots show` (JSON)
 
 
 def other_networks(rows: dict, folder: Path, num_classes: int) -> dict[str, Path]:
@@ -62,6 +66,12 @@ def attach_speed(rows: dict, speed: dict) -> None:
             row.update(speed[DENSE])
 
 
+def shipped_run(finetuned: dict[str, Any], export_model: str) -> str | None:
+    """The fine-tuned run the report presents as the deliverable: `export.model` if the sweep
+    has it, else the sweep's first run; None if nothing was fine-tuned."""
+    return export_model if export_model in finetuned else next(iter(finetuned), None)
+
+
 def figure_sections(rows: dict, records: dict, folders: dict[str, Path], paths: ReportPaths,
                     panel_images: int, final: str) -> list[str]:
     """Draw the figures into paths.plots; return their Markdown sections."""
@@ -82,7 +92,7 @@ def figure_sections(rows: dict, records: dict, folders: dict[str, Path], paths: 
                              for m in CURVES} for stage in STAGES},
                     figures / "training_curves.png")
     sections += ["## Training curves", "![training curves](figures/training_curves.png)"]
-    final = final if final in records["finetune"] else next(iter(records["finetune"]), None)
+    final = shipped_run(records["finetune"], final)
     failed = final and rows[f"{final} fine-tuned"].get("failed")
     shown = {"dense": DENSE, **({f"final {final}" + (" (failed)" if failed else ""): final} if final else {})}
     models = {label: load_model(folders[key]) for label, key in shown.items()}
@@ -124,8 +134,10 @@ def write_report(paths: ReportPaths, cfg: ReportCfg, sweep: SweepCfg, export_mod
     paths.html.write_text(to_html(text, paths.out.parent, "power-line segmentation report"))
     write_json({name: {k: v for k, v in row.items() if isinstance(v, float | int)} for name, row in rows.items()},
                paths.metrics)
-    write_json([{"model": name, "kind": r["kind"], "gmacs": r["gmacs"], "test_iou": r["test/iou"]}
-                for name, r in rows.items()], paths.points)
+    write_json(cost_points(rows), paths.points)
+    write_json(summary(rows, shipped_run(records["finetune"], export_model)), paths.summary)
+    write_json(curve_rows(rows, paths.logs, records["studies"]["loss"]["winner"], list(records["finetune"])),
+               paths.curves)
     return model_table(rows)
 
 

@@ -1,6 +1,7 @@
 """Stage `report`: every model the pipeline produced for the current sweep, accuracy against
 cost, in reports/report.md and a self-contained reports/report.html, plus reports/report.json
-(for `dvc metrics show`) and reports/pareto.json (for `dvc plots show`).
+(every model's figures), reports/summary.json (the few that `dvc metrics show` lists), and
+reports/pareto.json and reports/curves.json (for `dvc plots show`).
 
 Latency: batch 1 at the evaluation size, `report.threads` threads, warm-up, the dense and
 every fine-tuned model interleaved round by round, eager PyTorch and ONNX Runtime; speed-up
@@ -24,7 +25,8 @@ def main(argv: list[str] | None = None) -> None:
               data=("data/prepared", "prepared data set"), logs=("logs", "training curves (DVCLive)"),
               out=("reports/report.md", "Markdown report"), html=("reports/report.html", "HTML report"),
               metrics=("reports/report.json", "every model's figures"), points=("reports/pareto.json", "plot data"),
-              plots=("reports/figures", "figures folder"))
+              plots=("reports/figures", "figures folder"), summary=("reports/summary.json", "figures DVC lists"),
+              curves=("reports/curves.json", "val score per epoch per model"))
     args = p.parse_args(argv)
 
     def body() -> None:
