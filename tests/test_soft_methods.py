@@ -145,3 +145,21 @@ def test_fpgm_removes_the_filter_nearest_the_geometric_median():
     keep = method.keep(PruneContext(model, templates, PruneCfg(), NoOptions(), target))
     assert torch.allclose(method.decision_scores, by_hand / by_hand.mean())
     assert keep.tolist() == [True, True, True, False, True]  # the median one, not the zero filter (magnitude's pick)
+
+
+def test_a_resumed_run_keeps_its_checkpointed_selection_and_resets_nothing_again():
+    model, templates = tiny()
+    first = SoftPruner(model, templates, TARGET, ResetToZero())
+    first.on_train_start(trainer(4))
+    state = first.state_dict()
+    removed = removed_residual_channels(first, templates)
+    with torch.no_grad():  # training moved on: the reset filters regrew past the others
+        for conv in RESIDUAL:
+            model.get_submodule(conv).weight[removed] = 1.0
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    resumed = SoftPruner(model, templates, TARGET, ResetToZero())
+    resumed.load_state_dict(state)
+    resumed.on_train_start(trainer(4))
+    assert torch.equal(resumed.selection[0], state["keep"])  # not a fresh selection
+    assert removed_residual_channels(resumed, templates) == removed
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
