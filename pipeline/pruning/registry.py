@@ -21,6 +21,10 @@ METHODS: dict[str, str] = {  # name -> "module:Class"
     "random": "pipeline.pruning.methods:RandomMethod",
     "bn_l1": "pipeline.pruning.methods:BNL1Method",
     "group_l2": "pipeline.pruning.methods:GroupL2Method",
+    "sfp": "pipeline.pruning.soft:SfpMethod",
+    "ssfp": "pipeline.pruning.soft:SsfpMethod",
+    "cluster_ssfp": "pipeline.pruning.soft:ClusterSsfpMethod",
+    "fpgm": "pipeline.pruning.filters:FpgmMethod",
 }
 
 
