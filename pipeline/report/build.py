@@ -83,7 +83,6 @@ def figure_sections(rows: dict, records: dict, folders: dict[str, Path], paths: 
                              for m in CURVES} for stage in STAGES},
                     figures / "training_curves.png")
     sections += ["## Training curves", "![training curves](figures/training_curves.png)"]
-    runs = list(records["finetune"])
     why = ("`export.model`, the model exported" if final in runs else
            "the first fine-tuned run: `export.model` is not in the sweep" if runs else "no fine-tuned model")
     ranker = final if final in runs else next(iter(runs), None)
