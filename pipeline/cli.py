@@ -1,17 +1,29 @@
 """The command-line error runner every command shares: a user's mistake (PipelineError) or
-running out of memory becomes one line on stderr and exit status 1, never a traceback."""
+running out of memory becomes one line on stderr and exit status 1, never a traceback; a
+mistyped argument (OneLineParser) one line and exit status 2, argparse's usage error status."""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import signal
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 from pipeline.errors import PipelineError, one_line
 
 OOM_ADVICE = ("lower train.batch_size / train.eval_batch_size or train.crop_size (or trainer.precision: "
               "16-mixed on a GPU)")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line on stderr and exit status 2, without
+    the usage block (several lines for a command with many options; --help shows it)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print `error: <message> (see --help)` and exit with status 2."""
+        self.exit(2, f"error: {message} (see --help)\n")
 
 
 def is_out_of_memory(err: BaseException) -> bool:

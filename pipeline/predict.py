@@ -5,10 +5,11 @@
     python -m pipeline.predict --model export/model.onnx --input scene.tif --out lines/ --vector
 
 Images (jpg, png, tif, bmp): writes <name>.png (0 = background, 255 = line) per image,
-<name>_prob.png (line probability x 255) with --probability, and <name>_overlay.png (lines
-in orange over the dimmed photo) with --overlay. Photos with a long side
-above predict.max_whole px run in blended overlapping windows, as scenes do, so memory
-stays flat however large the photo.
+<name>_prob.png (line probability x 255) with --probability, and <name>_overlay.png with
+--overlay: the predicted line pixels in orange (colour-blind safe), drawn 1 px wider on each
+side so thin wires show, over the photo in dimmed grey (pipeline/overlay.py, as in the
+report). Photos with a long side above predict.max_whole px run in blended overlapping
+windows, as scenes do, so memory stays flat however large the photo.
 
 Scenes: a .tif/.tiff with a CRS or a geotransform (or any TIFF with --scene) is predicted
 in overlapping, blended windows with windowed reads and writes, so its size is not
@@ -20,8 +21,9 @@ nodata in the scene are nodata in the outputs. Bands, scaling (for 16-bit or flo
 scenes), window size, overlap and batch come from the `predict` section of --params
 (params.yaml), and the flags below override them. See pipeline/inference/ for the details.
 
-The threshold is the model's tuned one unless given. Outputs are written to temporary
-files and renamed when complete.
+The threshold is the model's tuned one unless given (--threshold must lie strictly between 0
+and 1; anything else is refused with one line and exit status 2 before any file is written).
+Outputs are written to temporary files and renamed when complete.
 """
 
 from __future__ import annotations
@@ -68,7 +70,9 @@ def predict_config(params: Path | None, args: argparse.Namespace) -> PredictCfg:
 
 def parser() -> argparse.ArgumentParser:
     """The command's arguments."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from pipeline.cli import OneLineParser
+
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, required=True, help="model folder (model.json + model.pt) or .onnx file")
     p.add_argument("--input", type=Path, required=True, help="an image, a GeoTIFF scene, or a folder of them")
     p.add_argument("--out", type=Path, required=True, help="output folder")
@@ -76,7 +80,7 @@ def parser() -> argparse.ArgumentParser:
                    help="line probability cut in (0, 1) (default: the model's tuned threshold)")
     p.add_argument("--probability", action="store_true", help="also write the probability (<name>_prob.png/.tif)")
     p.add_argument("--overlay", action="store_true", help="photos: also write <name>_overlay.png, the predicted "
-                   "lines in orange over the dimmed photo (colour-blind safe)")
+                   "lines in orange (colour-blind safe, drawn 1 px wider each side) over the photo in dimmed grey")
     p.add_argument("--threads", type=int, help="CPU threads (default: the runtime's choice)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="cuda: PyTorch on the GPU, or ONNX Runtime's CUDA provider (onnxruntime-gpu)")

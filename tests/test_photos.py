@@ -12,8 +12,9 @@ import pytest
 
 from pipeline.config import PredictCfg
 from pipeline.export import export_onnx
-from pipeline.inference.photos import LINE_COLOUR, predict_images
+from pipeline.inference.photos import predict_images
 from pipeline.inference.predictor import Predictor
+from pipeline.overlay import PREDICTED, overlay
 from tests.conftest import ROOT
 from tests.test_scene import NORM, ConvNet, texture
 
@@ -93,8 +94,22 @@ def test_overlay_marks_exactly_the_predicted_lines_in_a_colour_blind_safe_colour
     mask = cv2.imread(str(tmp_path / "out" / "p.png"), cv2.IMREAD_UNCHANGED) > 0
     shown = cv2.imread(str(tmp_path / "out" / "p_overlay.png"))[:, :, ::-1]  # back to RGB
     assert 0 < mask.mean() < 1  # both kinds of pixel are there to check
-    assert (shown[mask] == LINE_COLOUR).all()
-    assert np.array_equal(shown[~mask], (rgb[~mask].astype(np.float32) * 0.6).astype(np.uint8))
+    assert (shown[mask] == PREDICTED).all()
+    far = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)) == 0  # beyond the 1 px display widening
+    assert far.any() and (shown[far] == shown[far][:, :1]).all()  # grey: R = G = B
+
+
+def test_predict_overlay_flag_writes_the_report_overlay_for_a_photo_without_ground_truth(conv_onnx, tmp_path):
+    rgb = np.ascontiguousarray(texture(64, 96, seed=5).transpose(1, 2, 0))
+    cv2.imwrite(str(tmp_path / "p.png"), rgb[:, :, ::-1])
+    done = subprocess.run([sys.executable, "-m", "pipeline.predict", "--model", str(conv_onnx), "--input",
+                           str(tmp_path / "p.png"), "--out", str(tmp_path / "out"), "--overlay"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    mask = cv2.imread(str(tmp_path / "out" / "p.png"), cv2.IMREAD_UNCHANGED) > 0
+    shown = cv2.imread(str(tmp_path / "out" / "p_overlay.png"))[:, :, ::-1]
+    assert mask.any() and np.array_equal(shown, overlay(rgb, mask))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["p.png", "p_overlay.png"]  # no temporary left
 
 
 @pytest.mark.parametrize("value", ["0", "1", "1.5", "-0.1", "high"])
@@ -103,4 +118,5 @@ def test_a_threshold_outside_zero_one_is_refused_with_one_line(conv_onnx, tmp_pa
     done = subprocess.run([sys.executable, "-m", "pipeline.predict", "--model", str(conv_onnx), "--input",
                            str(tmp_path / "p.png"), "--out", str(tmp_path / "out"), "--threshold", value],
                           capture_output=True, text=True, cwd=ROOT)
-    assert done.returncode == 2 and "--threshold" in done.stderr and not (tmp_path / "out").exists()
+    assert done.returncode == 2 and not (tmp_path / "out").exists()
+    assert len(done.stderr.splitlines()) == 1 and "--threshold" in done.stderr and value in done.stderr

@@ -24,6 +24,7 @@ from pipeline.data.sources.files import read_rgb
 from pipeline.errors import PipelineError
 from pipeline.inference.predictor import Predictor
 from pipeline.inference.windows import blended_rows
+from pipeline.overlay import overlay
 
 
 def photo_rows(predictor: Predictor, rgb: np.ndarray, cfg: PredictCfg) -> Iterator[tuple[int, np.ndarray]]:
@@ -55,18 +56,6 @@ def photo_outputs(predictor: Predictor, rgb: np.ndarray, cfg: PredictCfg, cut: f
     return mask, prob8
 
 
-# Okabe & Ito's colour-blind-safe orange for predicted line pixels, over the dimmed photo
-LINE_COLOUR = np.array([230, 159, 0], np.uint8)
-
-
-def overlay(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """HxWx3 RGB: the photo at 60 % brightness with predicted line pixels (mask 255) in
-    LINE_COLOUR, readable by viewers with any common colour-vision deficiency."""
-    out = (rgb.astype(np.float32) * 0.6).astype(np.uint8)
-    out[mask > 0] = LINE_COLOUR
-    return out
-
-
 def write_png(array: np.ndarray, path: Path) -> None:
     """Write a uint8 PNG (greyscale, or HxWx3 RGB) via a temporary file, so no half-written
     file is left behind."""
@@ -81,7 +70,8 @@ def write_png(array: np.ndarray, path: Path) -> None:
 def predict_images(predictor: Predictor, images: list[Path], out: Path, threshold: float | None = None,
                    probability: bool = False, cfg: PredictCfg | None = None, with_overlay: bool = False
                    ) -> list[Path]:
-    """Write a mask (and optionally a probability map and an overlay <name>_overlay.png) per
+    """Write a mask (and optionally a probability map and an overlay <name>_overlay.png: the
+    predicted lines in orange, widened 1 px, over the grey dimmed photo; pipeline.overlay) per
     image; returns the masks written. `cfg` (the `predict` section) sets max_whole and the
     windows; None: its defaults."""
     cfg = cfg or PredictCfg()
@@ -95,6 +85,6 @@ def predict_images(predictor: Predictor, images: list[Path], out: Path, threshol
         if prob is not None:
             write_png(prob, out / f"{image.stem}_prob.png")
         if with_overlay:
-            write_png(overlay(rgb, mask), out / f"{image.stem}_overlay.png")
+            write_png(overlay(rgb, mask > 0), out / f"{image.stem}_overlay.png")
         written.append(out / f"{image.stem}.png")
     return written

@@ -12,7 +12,8 @@ from pipeline.config import ModelCfg, ReportCfg, SweepCfg
 from pipeline.models import create_model
 from pipeline.plots import template_histograms
 from pipeline.report.collect import curves, evaluation_size, gather, model_rows, read_json, sweep_runs
-from pipeline.report.figures import CURVES, channels_per_layer, pareto, prediction_panel, training_curves
+from pipeline.report.figures import CURVES, channels_per_layer, pareto, training_curves
+from pipeline.report.predictions import MAX_MODELS, gather_shown, prediction_figure
 from pipeline.report.render import model_table, prune_notes, to_html
 from pipeline.report.timing import DENSE, measure_models, speed_notes
 from pipeline.report.views import cost_points, curve_rows, summary
@@ -92,13 +93,45 @@ def figure_sections(rows: dict, records: dict, folders: dict[str, Path], paths: 
                              for m in CURVES} for stage in STAGES},
                     figures / "training_curves.png")
     sections += ["## Training curves", "![training curves](figures/training_curves.png)"]
-    final = shipped_run(records["finetune"], final)
-    failed = final and rows[f"{final} fine-tuned"].get("failed")
-    shown = {"dense": DENSE, **({f"final {final}" + (" (failed)" if failed else ""): final} if final else {})}
-    models = {label: load_model(folders[key]) for label, key in shown.items()}
-    prediction_panel(paths.data, {label: (m, card.threshold) for label, (m, card) in models.items()},
-                     panel_images, figures / "predictions.png")
-    return [*sections, "## Test predictions", "![predictions](figures/predictions.png)"]
+    why = ("`export.model`, the model exported" if final in runs else
+           "the first fine-tuned run: `export.model` is not in the sweep" if runs else "no fine-tuned model")
+    ranker = shipped_run(records["finetune"], final)
+    return [*sections, *prediction_section(rows, runs, (ranker, why), folders, paths, panel_images)]
+
+
+def prediction_columns(rows: dict, runs: list[str], ranker: str | None) -> tuple[dict[str, str], list[str]]:
+    """({panel label: model folder key}, labels left out) of the prediction figure: dense, then
+    `ranker`, then the other fine-tuned runs (failed ones last), MAX_MODELS at most."""
+    def failed(run: str) -> bool:
+        return bool(rows[f"{run} fine-tuned"].get("failed"))
+
+    order = sorted(runs, key=lambda run: (run != ranker, failed(run), run))
+    labels = {DENSE: DENSE, **{run + (" (failed)" if failed(run) else ""): run for run in order}}
+    shown = dict(list(labels.items())[:MAX_MODELS])
+    return shown, [label for label in labels if label not in shown]
+
+
+def prediction_section(rows: dict, runs: list[str], ranking: tuple[str | None, str], folders: dict[str, Path],
+                       paths: ReportPaths, count: int) -> list[str]:
+    """Draw the test predictions of dense and every fine-tuned model (MAX_MODELS at most), the
+    `count` images picked by the per-image IoU of ranking = (run, why it ranks; run None: dense)."""
+    final, why = ranking
+    columns, hidden = prediction_columns(rows, runs, final)
+    ranker = next(label for label, key in columns.items() if key == (final or DENSE))
+    models = {label: load_model(folders[key]) for label, key in columns.items()}
+    shown = gather_shown(paths.data, {label: (m, card.threshold) for label, (m, card) in models.items()},
+                         ranker, count)
+    if not shown:
+        return ["## Test predictions", "No test image has a line pixel or a predicted one: nothing to rank."]
+    prediction_figure(shown, ranker, hidden, paths.plots / "predictions.png")
+    picked = ", ".join(f"{image.label.split(' (')[0]} `{image.name}` ({image.ious[ranker]:.3f})" for image in shown)
+    return ["## Test predictions",
+            f"Test images at spread ranks of the per-image IoU of `{ranker}` ({why}): {picked}. Every model at "
+            f"its own tuned threshold; sky blue = line found, vermillion = false alarm, yellow = line missed "
+            f"(colour-blind safe), marks widened for display; crops at full resolution."
+            + (f" Not shown (at most {MAX_MODELS} models): {', '.join(hidden)}." if hidden else ""),
+            '<div style="overflow-x:auto"><img src="figures/predictions.png" alt="test predictions" '
+            'style="max-width:none"></div>']
 
 
 def export_section(path: Path) -> list[str]:

@@ -1,4 +1,4 @@
-"""The report's figures: Pareto front, channels per layer, training curves, predictions."""
+"""The report's figures: Pareto front, channels per layer, training curves (predictions: predictions.py)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,7 @@ import numpy as np
 
 matplotlib.use("Agg")  # files only: stages run headless
 import matplotlib.pyplot as plt  # noqa: E402
-from torch import nn  # noqa: E402
 
-from pipeline.data.datamodule import PreparedSplit  # noqa: E402
-from pipeline.data.sources.base import IGNORE_INDEX, LINE  # noqa: E402
-from pipeline.scoring import split_probabilities  # noqa: E402
 from pipeline.selection import SCORE  # noqa: E402
 
 KIND_COLOURS = {"candidate": "tab:gray", "study": "tab:blue", "dense": "black", "pruned": "tab:orange",
@@ -100,39 +96,3 @@ def training_curves(curves: dict[str, dict[str, dict[str, list[float]]]], path: 
             ax.grid(alpha=0.3)
         axes[0, col].legend(fontsize=6)
     _save(fig, path)
-
-
-def _overlay(rgb: np.ndarray, mask: np.ndarray, pred: np.ndarray | None) -> np.ndarray:
-    """Ground truth alone in green; with a prediction: hits green, false alarms red, misses blue."""
-    out = rgb.astype(np.float32) * 0.6
-    true = mask == LINE
-    if pred is None:
-        out[true] = (0, 255, 0)
-    else:
-        valid = mask != IGNORE_INDEX
-        out[pred & true] = (0, 255, 0)
-        out[pred & ~true & valid] = (255, 0, 0)
-        out[~pred & true] = (0, 90, 255)
-    return out.astype(np.uint8)
-
-
-def prediction_panel(data: Path, models: dict[str, tuple[nn.Module, float]], count: int, path: Path) -> None:
-    """Test images with the ground truth and each model's prediction at its tuned threshold."""
-    raw = PreparedSplit(data, "test", transform=None)
-    names = raw.names[:count]
-    probs = {label: {n: p for n, p, _ in split_probabilities(model, data, limit=count)}
-             for label, (model, _) in models.items()}
-    fig, axes = plt.subplots(len(names), 2 + len(models), figsize=(3 * (2 + len(models)), 2.6 * len(names)),
-                             squeeze=False)
-    for i, name in enumerate(names):
-        rgb = raw.read(name)
-        mask = raw.read_mask(name)
-        panels = [("image", rgb), ("ground truth", _overlay(rgb, mask, None))]
-        for label, (_, threshold) in models.items():
-            panels.append((f"{label} (green hit, red false, blue miss)", _overlay(rgb, mask,
-                                                                                  probs[label][name] >= threshold)))
-        for ax, (title, picture) in zip(axes[i], panels, strict=True):
-            ax.imshow(picture)
-            ax.set_title(title, fontsize=7)
-            ax.axis("off")
-    _save(fig, path, dpi=75)  # photos: keeps the self-contained HTML small
