@@ -13,7 +13,7 @@ from pipeline.config import PruneCfg
 from pipeline.pruning.feature_maps import find_readers, tied_share, visit_feature_maps
 from pipeline.pruning.independence_methods import nuclear_norm_drops
 from pipeline.pruning.method import PruneContext
-from pipeline.pruning.rank_methods import map_ranks
+from pipeline.pruning.rank_methods import map_correlations, map_ranks
 from pipeline.pruning.registry import create_method
 from pipeline.pruning.templates import attach_templates
 from tests.test_pruning import TinyNet
@@ -92,6 +92,15 @@ def test_chip_scores_a_combination_of_other_channels_below_an_independent_one():
     assert got[0] == pytest.approx(1.0, abs=0.15) and got[3] == pytest.approx(2**0.5 - 1, abs=0.15)
 
 
+def test_map_correlations_are_pearson_not_cosine():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(SIDE, SIDE, generator=g)  # non-negative, as after a ReLU
+    maps = torch.stack([x, 2 * x + 1, torch.rand(SIDE, SIDE, generator=g), torch.ones(SIDE, SIDE)])
+    got = map_correlations(maps[None])[0]
+    assert got[0, 1] == pytest.approx(1.0) and abs(float(got[0, 2])) < 0.2  # cosine: about 0.75
+    assert got[3].abs().max() == 0  # a constant map resembles nothing
+
+
 def test_fm_rank_similarity_drops_the_lower_rank_of_two_alike_maps():
     # x0 full rank; x1 = x0 with its last 3 rows copied from the first (rank SIDE - 3, alike);
     # x2 an unrelated map of rank 8, lower than both: HRank would drop it first
@@ -107,8 +116,9 @@ def test_fm_rank_similarity_drops_the_lower_rank_of_two_alike_maps():
 
 
 def test_correlation_independence_scores_a_planted_redundant_channel_lowest():
-    # channels: x0 .. x3 independent, x4 = (x1 + x2)/√2 replaceable by channels 1 and 2
-    mix = torch.cat([torch.eye(4), torch.tensor([[0, 2**-0.5, 2**-0.5, 0]])])
+    # channels: x0 .. x3 independent, x4 = (x1 + x2)/√2 replaceable by channels 1 and 2; the
+    # scales differ (the entropy is per channel's own range, so they must not matter)
+    mix = torch.cat([torch.diag(torch.tensor([5.0, 1, 0.5, 1])), torch.tensor([[0, 2**-0.5, 2**-0.5, 0]])])
     got = scores("correlation_independence", mix, gaussian_fields(4))
     assert got[4] < 0.5 * got[[0, 3]].min()
     # an independent channel keeps about its own entropy: a Gaussian in 32 bins over its range
@@ -117,8 +127,9 @@ def test_correlation_independence_scores_a_planted_redundant_channel_lowest():
 
 def test_feature_maps_are_what_the_last_reader_sees_in_entry_order():
     torch.manual_seed(0)
-    model, x = TinyNet().eval(), torch.randn(2, 3, 8, 8)
+    model, x = TinyNet(), torch.randn(2, 3, 8, 8)
     templates = attach_templates(model, x[:1])
+    statistics = {k: v.clone() for k, v in model.state_dict().items()}
     seen = {}
     visit_feature_maps(
         model,
@@ -126,12 +137,14 @@ def test_feature_maps_are_what_the_last_reader_sees_in_entry_order():
         [{"image": x}],
         lambda group, maps: seen.__setitem__(group.name, maps),
     )
+    # read in eval mode, the model's own mode restored: BN statistics untouched
+    assert model.training and all(torch.equal(v, statistics[k]) for k, v in model.state_dict().items())
+    model.eval()
     a = model.stem(x)
     stream = next(g.name for g in templates.groups if any(m.name == "stem.0" for m in g.members))
     # the residual stream after its add, and the pw layer's output after the skip concatenation
     assert torch.allclose(seen[stream], torch.relu(a + model.block(a)))
     assert torch.allclose(seen["pw.0"], model.pw(model.dw(torch.relu(a + model.block(a)))))
-    assert model.training is False
 
 
 def test_keep_records_its_decision_and_the_tied_share():

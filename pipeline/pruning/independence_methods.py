@@ -94,13 +94,17 @@ class PixelMoments:
 
     def reconstruction(self, name: str, ridge: float) -> tuple[Tensor, Tensor]:
         """(mean, R) with x - R·(x - mean) the ridge least-squares fit of each channel from the
-        others: R = diag(P)⁻¹·P for P the inverse of the covariance plus `ridge` times its
-        mean variance on the diagonal."""
+        others, on standardised channels (so the ridge weighs alike on every scale):
+        R = S·diag(P)⁻¹·P·S⁻¹, P the inverse of the correlation matrix plus `ridge` on its
+        diagonal, S the channels' standard deviations (1 for a constant channel)."""
         mean = self.sum[name] / self.count[name]
         cov = self.products[name] / self.count[name] - torch.outer(mean, mean)
-        shrink = ridge * float(cov.diagonal().mean().clamp_min(0)) or ridge
-        precision = torch.linalg.inv(cov + shrink * torch.eye(len(cov), dtype=cov.dtype, device=cov.device))
-        return mean, precision / precision.diagonal()[:, None]
+        std = cov.diagonal().clamp_min(0).sqrt()
+        std = torch.where(std > 0, std, torch.ones_like(std))
+        correlation = cov / torch.outer(std, std)
+        eye = torch.eye(len(cov), dtype=cov.dtype, device=cov.device)
+        precision = torch.linalg.inv(correlation + ridge * eye)
+        return mean, std[:, None] * (precision / precision.diagonal()[:, None]) / std[None, :]
 
 
 def pixels(maps: Tensor) -> Tensor:
@@ -132,22 +136,25 @@ class CorrelationIndependenceMethod(FeatureMapMethod):
     The abstract leaves open the replacement and its "two-dimensional auxiliary matrix".
     Replacement follows the closest published criterion, CHIP (linear: a map is replaceable
     when it is a combination of the others): each channel's best linear reconstruction from
-    the other channels of its group, fitted by ridge least squares over every pixel of the
-    calibration crops (the ridge keeps wide layers with few pixels, 512 channels at 6 x 6,
-    from being "explained" by overfitting). The auxiliary matrix is read as the 2-D joint
-    histogram of (map value, reconstructed value) per pixel, as image processing's 2-D
-    entropy pairs a pixel with its neighbourhood; independence is the conditional entropy
-    H(map | reconstruction) from it, in bits: 0 for a map the others reproduce or for a
-    constant one, the map's own entropy when the others tell nothing about it. A duplicated
-    pair scores low on both sides (each replaces the other), as in CHIP. The thesis' genetic
-    algorithm that turns these local scores into global ones is out of scope: published with
-    per-layer rates, the scores are normalised by their group's mean and cut globally
+    the other channels of its group, fitted by ridge least squares on the standardised maps
+    over every pixel of the calibration crops (the ridge keeps wide layers with few pixels,
+    512 channels at 6 x 6 px a crop, from being "explained" by overfitting). The auxiliary
+    matrix is read as the 2-D joint histogram of (map value, reconstructed value) per pixel,
+    as image processing's 2-D entropy pairs a pixel with its neighbourhood's mean; the
+    independence is the conditional entropy H(map | reconstruction) from it, in bits: 0 for
+    a map the others reproduce or for a constant one, the map's own entropy when the others
+    tell nothing about it. Binned on each channel's own range, it ignores the channel's
+    scale (CHIP's nuclear norm does not). A duplicated pair scores low on both sides (each
+    replaces the other) and may go together: a one-shot ranking does not re-score after a
+    removal. The thesis' genetic algorithm that turns these local scores into global ones
+    is out of scope: published with per-layer rates, the scores are normalised by their
+    group's mean and cut globally
     (`allocation.keep_normalised`)."""
 
     class Options(BaseModel):
         model_config = ConfigDict(extra="forbid")
         bins: int = Field(32, ge=2, le=256)  # per axis of the joint histogram
-        ridge: float = Field(0.05, gt=0)  # the fit's diagonal loading, a share of the mean variance
+        ridge: float = Field(0.05, gt=0)  # the fit's diagonal loading, on the channels' correlation matrix
 
     def scores(self, ctx: PruneContext, readers: list[Reader]) -> Tensor:
         moments, bins = PixelMoments(), self.options.bins
