@@ -11,11 +11,11 @@ from torch import Tensor, nn
 
 from pipeline.config import PruneCfg
 from pipeline.pruning.feature_maps import find_readers, tied_share, visit_feature_maps
-from pipeline.pruning.independence_methods import nuclear_norm_drops
+from pipeline.pruning.independence_methods import PixelMoments, nuclear_norm_drops, pixels
 from pipeline.pruning.method import PruneContext
 from pipeline.pruning.rank_methods import map_correlations, map_ranks
 from pipeline.pruning.registry import create_method
-from pipeline.pruning.templates import attach_templates
+from pipeline.pruning.templates import Group, attach_templates
 from tests.test_pruning import TinyNet
 
 SIDE = 16  # px of the planted maps
@@ -123,6 +123,19 @@ def test_correlation_independence_scores_a_planted_redundant_channel_lowest():
     assert got[4] < 0.5 * got[[0, 3]].min()
     # an independent channel keeps about its own entropy: a Gaussian in 32 bins over its range
     assert 3.0 < float(got[0]) < math.log2(32)
+
+
+def test_the_reconstruction_reproduces_a_combination_and_not_an_independent_map():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 2, SIDE, SIDE, generator=g) * torch.tensor([1.0, 4, 1, 0.5])[:, None, None, None]
+    x[2] = 3 * x[0] + 0.5 * x[1] + 7  # a combination of channels 0 and 1, shifted
+    moments = PixelMoments()
+    moments.visit(Group("layer", 0, 4, []), x.transpose(0, 1))
+    mean, residual = moments.reconstruction("layer", ridge=1e-6)
+    flat = pixels(x.transpose(0, 1))
+    fitted = flat - residual @ (flat - mean[:, None])
+    assert torch.allclose(fitted[2], flat[2], atol=1e-3)  # the others reproduce it
+    assert (fitted[3] - mean[3]).std() < 0.2 * flat[3].std()  # the others tell (nearly) nothing about it
 
 
 def test_feature_maps_are_what_the_last_reader_sees_in_entry_order():
