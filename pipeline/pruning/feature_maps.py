@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
+from pydantic import BaseModel
 from torch import Tensor, nn
 
 from pipeline.pruning.allocation import keep_normalised
@@ -130,7 +131,7 @@ class FeatureMapMethod(Method):
     `calibration_seconds` (time spent scoring) as attributes: the prune record's fields are
     fixed by `run.py`, which does not read them."""
 
-    def __init__(self, options) -> None:
+    def __init__(self, options: BaseModel) -> None:
         super().__init__(options)
         self.tied_share: float | None = None
         self.calibration_seconds: float | None = None
