@@ -25,6 +25,10 @@ METHODS: dict[str, str] = {  # name -> "module:Class"
     "ssfp": "pipeline.pruning.soft:SsfpMethod",
     "cluster_ssfp": "pipeline.pruning.soft:ClusterSsfpMethod",
     "fpgm": "pipeline.pruning.filters:FpgmMethod",
+    "hrank": "pipeline.pruning.rank_methods:HRankMethod",
+    "chip": "pipeline.pruning.independence_methods:ChipMethod",
+    "fm_rank_similarity": "pipeline.pruning.rank_methods:FmRankSimilarityMethod",
+    "correlation_independence": "pipeline.pruning.independence_methods:CorrelationIndependenceMethod",
 }
 
 
@@ -36,8 +40,9 @@ def method_names() -> list[str]:
 def check_method(name: str) -> str:
     """`name` if it is registered, else a PipelineError listing the valid names."""
     if name not in METHODS:
-        raise PipelineError(f"prune method {name!r} is unknown{did_you_mean(str(name), method_names())}; "
-                            f"valid: {', '.join(METHODS)}")
+        raise PipelineError(
+            f"prune method {name!r} is unknown{did_you_mean(str(name), method_names())}; valid: {', '.join(METHODS)}"
+        )
     return name
 
 
@@ -83,4 +88,5 @@ def check_options(name: str, block: Any, common: list[str]) -> dict[str, Any]:
 
 def _error(loc: tuple, value: Any, message: str) -> ValidationError:
     return ValidationError.from_exception_data(
-        "PruneCfg", [{"type": "value_error", "loc": loc, "input": value, "ctx": {"error": ValueError(message)}}])
+        "PruneCfg", [{"type": "value_error", "loc": loc, "input": value, "ctx": {"error": ValueError(message)}}]
+    )
