@@ -65,6 +65,13 @@ def first_and_last_convs(path: Path) -> list[str]:
     return [convs[0], convs[-1]] if len(convs) > 1 else convs
 
 
+def _check_names(path: Path, model: Any, keep_fp32: Sequence[str]) -> None:
+    """quantize_static ignores unknown names in nodes_to_exclude: refuse them instead."""
+    unknown = sorted(set(keep_fp32) - {node.name for node in model.graph.node})
+    if unknown:
+        raise ValueError(f"{path}: keep_fp32 names nodes that are not in the graph: {unknown}")
+
+
 def quantize_int8(fp32: Path, int8: Path, crops: Sequence[np.ndarray], activation_type: str = "U8",
                   weight_type: str = "S8", per_channel: bool = True, keep_fp32: Sequence[str] = ()
                   ) -> dict[str, Any]:
@@ -80,14 +87,12 @@ def quantize_int8(fp32: Path, int8: Path, crops: Sequence[np.ndarray], activatio
     if not len(crops):
         raise ValueError("no calibration crops")
     source = onnx.load(str(fp32))
+    _check_names(fp32, source, keep_fp32)
     with tempfile.TemporaryDirectory() as tmp:
         # ONNX Runtime's recommended first step: shape inference and graph clean-up (no layout changes)
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
-        names = {node.name for node in onnx.load(str(prepared)).graph.node}
-        unknown = sorted(set(keep_fp32) - names)
-        if unknown:  # quantize_static would ignore them silently
-            raise ValueError(f"{fp32}: keep_fp32 names nodes that are not in the graph: {unknown}")
+        _check_names(fp32, onnx.load(str(prepared)), keep_fp32)
         quantized = Path(tmp) / "int8.onnx"
         quantize_static(str(prepared), str(quantized), _reader(source.graph.input[0].name, crops),
                         quant_format=QuantFormat.QDQ, per_channel=per_channel,
