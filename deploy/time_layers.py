@@ -42,16 +42,30 @@ def cpu_info() -> dict[str, object]:
         pass
     model = fields.get("model name") or fields.get("Model") or fields.get("Hardware")
     flags = fields.get("flags") or fields.get("Features")
-    return {"cpu": model or platform.processor() or platform.machine(),
-            "avx512_vnni": None if flags is None else "avx512_vnni" in flags.split()}
+    return {
+        "cpu": model or platform.processor() or platform.machine(),
+        "avx512_vnni": None if flags is None else "avx512_vnni" in flags.split(),
+    }
 
 
 def fingerprint(threads: int) -> dict[str, object]:
     """What the timings depend on besides the files."""
-    return {**cpu_info(), "machine": platform.machine(), "system": platform.platform(),
-            "cores": os.cpu_count(), "threads": threads, "onnxruntime": ort.__version__,
-            "numpy": np.__version__, "python": sys.version.split()[0],
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    return {
+        **cpu_info(),
+        "machine": platform.machine(),
+        "system": platform.platform(),
+        "cores": os.cpu_count(),
+        "threads": threads,
+        "onnxruntime": ort.__version__,
+        "numpy": np.__version__,
+        "python": sys.version.split()[0],
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (None where the OS has none): other work skews timings."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
 
 def session(path: Path, threads: int) -> ort.InferenceSession:
@@ -111,20 +125,27 @@ def main(argv: list[str] | None = None) -> None:
     paths = files_of(args.folder)
     if not paths:
         raise SystemExit(f"{args.folder}: no .onnx files")
-    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    load_before = load_average()
     times: dict[str, float] = {}
     for start in range(0, len(paths), args.chunk):
-        times.update(time_chunk(paths[start:start + args.chunk], args.threads, args.warmup, args.rounds))
+        times.update(time_chunk(paths[start : start + args.chunk], args.threads, args.warmup, args.rounds))
         print(f"{len(times)}/{len(paths)} files timed", file=sys.stderr)
-    record = {"fingerprint": fingerprint(args.threads), "warmup": args.warmup, "rounds": args.rounds,
-              "chunk": args.chunk, "load_average": [load_before, os.getloadavg()[0] if load_before is not None else None],
-              "times_ms": times}
+    record = {
+        "fingerprint": fingerprint(args.threads),
+        "warmup": args.warmup,
+        "rounds": args.rounds,
+        "chunk": args.chunk,
+        "load_average": [load_before, load_average()],
+        "times_ms": times,
+    }
     out = args.out or args.folder / "timings.json"
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(json.dumps(record, indent=1))
     os.replace(tmp, out)
-    print(f"{out}: {len(times)} files, {args.threads} threads, {args.rounds} interleaved rounds "
-          f"on {record['fingerprint']['cpu']}")
+    print(
+        f"{out}: {len(times)} files, {args.threads} threads, {args.rounds} interleaved rounds "
+        f"on {record['fingerprint']['cpu']}"
+    )
 
 
 if __name__ == "__main__":

@@ -58,8 +58,7 @@ def first_and_last_convs(path: Path) -> list[str]:
     the image's first convolution and the segmentation head."""
     import onnx
 
-    convs = [node.name for node in onnx.load(str(path), load_external_data=False).graph.node
-             if node.op_type == "Conv"]
+    convs = [node.name for node in onnx.load(str(path), load_external_data=False).graph.node if node.op_type == "Conv"]
     if not convs:
         raise ValueError(f"{path}: no Conv nodes")
     return [convs[0], convs[-1]] if len(convs) > 1 else convs
@@ -72,9 +71,15 @@ def _check_names(path: Path, model: Any, keep_fp32: Sequence[str]) -> None:
         raise ValueError(f"{path}: keep_fp32 names nodes that are not in the graph: {unknown}")
 
 
-def quantize_int8(fp32: Path, int8: Path, crops: Sequence[np.ndarray], activation_type: str = "U8",
-                  weight_type: str = "S8", per_channel: bool = True, keep_fp32: Sequence[str] = ()
-                  ) -> dict[str, Any]:
+def quantize_int8(
+    fp32: Path,
+    int8: Path,
+    crops: Sequence[np.ndarray],
+    activation_type: str = "U8",
+    weight_type: str = "S8",
+    per_channel: bool = True,
+    keep_fp32: Sequence[str] = (),
+) -> dict[str, Any]:
     """Write `int8`: `fp32` statically quantised (QDQ), calibrated on `crops` (normalised
     3xHxW float32). `keep_fp32` names nodes left in fp32. Returns what was done."""
     import onnx
@@ -94,13 +99,27 @@ def quantize_int8(fp32: Path, int8: Path, crops: Sequence[np.ndarray], activatio
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
         _check_names(fp32, onnx.load(str(prepared)), keep_fp32)
         quantized = Path(tmp) / "int8.onnx"
-        quantize_static(str(prepared), str(quantized), _reader(source.graph.input[0].name, crops),
-                        quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                        activation_type=types[activation_type], weight_type=types[weight_type],
-                        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=list(keep_fp32))
+        quantize_static(
+            str(prepared),
+            str(quantized),
+            _reader(source.graph.input[0].name, crops),
+            quant_format=QuantFormat.QDQ,
+            per_channel=per_channel,
+            activation_type=types[activation_type],
+            weight_type=types[weight_type],
+            calibrate_method=CalibrationMethod.MinMax,
+            nodes_to_exclude=list(keep_fp32),
+        )
         model = onnx.load(str(quantized))
-    record = {"format": "QDQ", "activations": activation_type, "weights": weight_type, "per_channel": per_channel,
-              "calibration": "MinMax", "calibration_crops": len(crops), "fp32_nodes": list(keep_fp32)}
+    record = {
+        "format": "QDQ",
+        "activations": activation_type,
+        "weights": weight_type,
+        "per_channel": per_channel,
+        "calibration": "MinMax",
+        "calibration_crops": len(crops),
+        "fp32_nodes": list(keep_fp32),
+    }
     del model.metadata_props[:]
     for prop in source.metadata_props:  # normalisation, classes, threshold: what predict needs
         model.metadata_props.add(key=prop.key, value=prop.value)

@@ -58,8 +58,9 @@ def planted_timings(manifest: dict, seed: int = 0) -> dict:
 @pytest.fixture(scope="module")
 def small_table(tmp_path_factory):
     dense = conv_layers(Small(), 32, 32)
-    manifest = write_files(dense, tmp_path_factory.mktemp("files"), step=8, min_fraction=0.25, size=[32, 32],
-                           source="Small")
+    manifest = write_files(
+        dense, tmp_path_factory.mktemp("files"), step=8, min_fraction=0.25, size=[32, 32], source="Small"
+    )
     return LatencyTable.from_timings(manifest, planted_timings(manifest)), dense
 
 
@@ -90,8 +91,14 @@ def test_check_reports_zero_error_when_the_residual_is_what_the_table_misses(sma
     assert wrong["8-16"]["relative_error"] == pytest.approx(2 / measured(models["8-16"]))
 
 
-def test_layers_of_the_tiny_unet_are_its_convolutions(params):
-    model = create_model(ModelCfg.model_validate(params["model"]))
+@pytest.fixture(scope="module")
+def tiny_unet(params):
+    torch.manual_seed(0)
+    return create_model(ModelCfg.model_validate(params["model"]))
+
+
+def test_layers_of_the_tiny_unet_are_its_convolutions(tiny_unet):
+    model = tiny_unet
     layers = {layer.name: layer for layer in conv_layers(model, 64, 96)}
     convs = {name: m for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
     assert set(layers) == set(convs)
@@ -144,9 +151,24 @@ def test_device_script_times_files_and_writes_the_fingerprint(tmp_path):
     onnx.save(layer_model(layer.shape, 8, 8), str(tmp_path / "a.onnx"))
     onnx.save(context_model(8, 16, 16), str(tmp_path / "b.onnx"))
     out = tmp_path / "timings.json"
-    done = subprocess.run([sys.executable, str(ROOT / "deploy" / "time_layers.py"), str(tmp_path), "--rounds", "1",
-                           "--warmup", "0", "--threads", "1", "--out", str(out)],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "deploy" / "time_layers.py"),
+            str(tmp_path),
+            "--rounds",
+            "1",
+            "--warmup",
+            "0",
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     record = json.loads(out.read_text())
     assert set(record["times_ms"]) == {"a.onnx", "b.onnx"} and all(t > 0 for t in record["times_ms"].values())
@@ -157,7 +179,64 @@ def test_device_script_times_files_and_writes_the_fingerprint(tmp_path):
 
 def test_device_script_needs_only_numpy_and_onnxruntime():
     tree = ast.parse((ROOT / "deploy" / "time_layers.py").read_text())
-    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
-                for alias in node.names}
+    imported = {
+        alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+    }
     imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert imported - set(sys.stdlib_module_names) == {"numpy", "onnxruntime"}
+
+
+def test_layers_command_needs_an_output_folder_unless_listing(capsys):
+    from pipeline.latency.layers import main
+
+    with pytest.raises(SystemExit) as exit_help:
+        main(["--help"])
+    assert exit_help.value.code == 0 and "--step" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_error:
+        main(["--params", "params.yaml"])
+    assert exit_error.value.code == 2 and "--out is required" in capsys.readouterr().err
+
+
+def test_commands_write_the_files_and_predict_a_model_folder(tiny_unet, params, tmp_path, capsys):
+    from pipeline.artifact import save_model
+    from pipeline.latency import layers, table
+
+    save_model(tiny_unet, tmp_path / "model", {"model": params["model"], "num_classes": 2, "threshold": 0.5})
+    files = tmp_path / "files"
+    layers.main(
+        [
+            "--model",
+            str(tmp_path / "model"),
+            "--size",
+            "64",
+            "64",
+            "--step",
+            "128",
+            "--min-fraction",
+            "0.5",
+            "--out",
+            str(files),
+        ]
+    )
+    manifest = json.loads((files / MANIFEST).read_text())
+    assert len(manifest["layers"]) == 31 and manifest["size"] == [64, 64]
+    timings = planted_timings(manifest)
+    (tmp_path / "timings.json").write_text(json.dumps(timings))
+    dense = [layers.ConvLayer.from_dict(layer) for layer in manifest["layers"]]
+    cost = sum(planted_cost(layer.shape.key(), layer.c_in, layer.c_out) for layer in dense)
+    capsys.readouterr()
+    table.main(
+        [
+            "--files",
+            str(files),
+            "--timings",
+            str(tmp_path / "timings.json"),
+            "--dense-ms",
+            str(cost + 4),
+            "--model",
+            str(tmp_path / "model"),
+            "--measured",
+            str(cost + 4),
+        ]
+    )
+    assert "error +0.0%, 0 layers off the grid" in capsys.readouterr().out

@@ -28,8 +28,7 @@ def quantized(tmp_path_factory, params, tiny_data):
     folder = tmp_path_factory.mktemp("int8")
     export_onnx(create_model(cfg).eval(), {**CARD, "model": cfg.model_dump()}, folder / "fp32.onnx", 64, 64)
     keep = first_and_last_convs(folder / "fp32.onnx")
-    record = quantize_int8(folder / "fp32.onnx", folder / "int8.onnx", training_crops(tiny_data, 8, 64),
-                           keep_fp32=keep)
+    record = quantize_int8(folder / "fp32.onnx", folder / "int8.onnx", training_crops(tiny_data, 8, 64), keep_fp32=keep)
     return folder, keep, record
 
 
@@ -38,8 +37,11 @@ def _quantized_convs(path) -> tuple[list[str], list[str]]:
     graph = onnx.load(str(path)).graph
     producer = {out: node for node in graph.node for out in node.output}
     convs = [node for node in graph.node if node.op_type == "Conv"]
-    wrapped = [node.name for node in convs
-               if all(name in producer and producer[name].op_type == "DequantizeLinear" for name in node.input[:2])]
+    wrapped = [
+        node.name
+        for node in convs
+        if all(name in producer and producer[name].op_type == "DequantizeLinear" for name in node.input[:2])
+    ]
     return wrapped, [node.name for node in convs]
 
 
@@ -59,8 +61,10 @@ def test_int8_logits_follow_fp32_on_test_images(quantized, tiny_data):
     import onnxruntime as ort
 
     folder, _, _ = quantized
-    sessions = [ort.InferenceSession(str(folder / name), providers=["CPUExecutionProvider"])
-                for name in ("fp32.onnx", "int8.onnx")]
+    sessions = [
+        ort.InferenceSession(str(folder / name), providers=["CPUExecutionProvider"])
+        for name in ("fp32.onnx", "int8.onnx")
+    ]
     for image in check_inputs(tiny_data, 3):
         fp32, int8 = (s.run(None, {"image": image[None]})[0].ravel() for s in sessions)
         assert fp32.std() > 0 and not np.array_equal(fp32, int8)  # a real model, really quantised

@@ -77,8 +77,14 @@ def _constant(nodes: list, inits: list, name: str, shape: list[int], value: floa
     from onnx import TensorProto, helper, numpy_helper
 
     inits.append(numpy_helper.from_array(np.asarray(shape, np.int64), f"{name}_shape"))
-    nodes.append(helper.make_node("ConstantOfShape", [f"{name}_shape"], [name],
-                                  value=helper.make_tensor("value", TensorProto.FLOAT, [1], [value])))
+    nodes.append(
+        helper.make_node(
+            "ConstantOfShape",
+            [f"{name}_shape"],
+            [name],
+            value=helper.make_tensor("value", TensorProto.FLOAT, [1], [value]),
+        )
+    )
     return name
 
 
@@ -90,14 +96,16 @@ def _depthwise(nodes: list, inits: list, source: str, target: str, channels: int
     nodes.append(helper.make_node("Conv", [source, weight], [target], group=channels))
 
 
-def _model(nodes: list, inits: list, c_in: int, size_in: tuple[int, int], c_out: int,
-           size_out: tuple[int, int]) -> Any:
+def _model(nodes: list, inits: list, c_in: int, size_in: tuple[int, int], c_out: int, size_out: tuple[int, int]) -> Any:
     from onnx import TensorProto, helper
 
-    graph = helper.make_graph(nodes, "latency", [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT,
-                                                                               [1, c_in, *size_in])],
-                              [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, [1, c_out, *size_out])],
-                              inits)
+    graph = helper.make_graph(
+        nodes,
+        "latency",
+        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, [1, c_in, *size_in])],
+        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, [1, c_out, *size_out])],
+        inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
 
 
@@ -112,15 +120,27 @@ def layer_model(shape: ConvShape, c_in: int, c_out: int) -> Any:
     inputs = ["producer", _constant(nodes, inits, "w", [c_out, c_in // groups, *shape.kernel], 1.0 / fan_in)]
     if shape.bias:
         inputs.append(_constant(nodes, inits, "b", [c_out], 0.0))
-    nodes.append(helper.make_node("Conv", inputs, ["conv"], kernel_shape=list(shape.kernel),
-                                  strides=list(shape.stride), pads=list(shape.padding) * 2,
-                                  dilations=list(shape.dilation), group=groups))
+    nodes.append(
+        helper.make_node(
+            "Conv",
+            inputs,
+            ["conv"],
+            kernel_shape=list(shape.kernel),
+            strides=list(shape.stride),
+            pads=list(shape.padding) * 2,
+            dilations=list(shape.dilation),
+            group=groups,
+        )
+    )
     last = "conv"
     if shape.bn:
         for name, value in (("scale", 1.0), ("shift", 0.0), ("mean", 0.0), ("var", 1.0)):
             inits.append(numpy_helper.from_array(np.full(c_out, value, np.float32), f"bn_{name}"))
-        nodes.append(helper.make_node("BatchNormalization", [last, *(f"bn_{n}" for n in ("scale", "shift", "mean",
-                                                                                          "var"))], ["bn"]))
+        nodes.append(
+            helper.make_node(
+                "BatchNormalization", [last, *(f"bn_{n}" for n in ("scale", "shift", "mean", "var"))], ["bn"]
+            )
+        )
         last = "bn"
     if shape.act:
         nodes.append(helper.make_node(shape.act, [last], ["act"]))
@@ -145,8 +165,9 @@ def context_file(channels: int, height: int, width: int) -> str:
     return f"C_c{channels}_h{height}w{width}.onnx"
 
 
-def write_files(layers: list[ConvLayer], out: Path, step: int, min_fraction: float, size: list[int],
-                source: str) -> dict[str, Any]:
+def write_files(
+    layers: list[ConvLayer], out: Path, step: int, min_fraction: float, size: list[int], source: str
+) -> dict[str, Any]:
     """Write every layer file, context file and `out`/manifest.json; return the manifest."""
     import onnx
 
@@ -159,15 +180,24 @@ def write_files(layers: list[ConvLayer], out: Path, step: int, min_fraction: flo
         shape = shapes[key]
         for c_in, c_out in grid_points(shape, ins, outs):
             contexts = [context_file(c_in, shape.height, shape.width), context_file(c_out, *shape.output_size())]
-            for name, (c, h, w) in zip(contexts, ((c_in, shape.height, shape.width), (c_out, *shape.output_size())),
-                                       strict=True):
+            for name, (c, h, w) in zip(
+                contexts, ((c_in, shape.height, shape.width), (c_out, *shape.output_size())), strict=True
+            ):
                 if name not in files:
                     onnx.save(context_model(c, h, w), str(out / name))
                     files[name] = {"kind": "context", "channels": c, "height": h, "width": w}
             name = layer_file(key, c_in, c_out)
             onnx.save(layer_model(shape, c_in, c_out), str(out / name))
             files[name] = {"kind": "layer", "key": key, "c_in": c_in, "c_out": c_out, "contexts": contexts}
-    manifest = {"format": 1, "source": source, "size": list(size), "step": step, "min_fraction": min_fraction,
-                "input": INPUT, "layers": [layer.to_dict() for layer in layers], "files": files}
+    manifest = {
+        "format": 1,
+        "source": source,
+        "size": list(size),
+        "step": step,
+        "min_fraction": min_fraction,
+        "input": INPUT,
+        "layers": [layer.to_dict() for layer in layers],
+        "files": files,
+    }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
     return manifest

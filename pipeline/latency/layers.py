@@ -45,17 +45,27 @@ class ConvShape:
 
     def key(self) -> str:
         """A short unique name, used in file names and as the table's key."""
-        parts = [f"k{self.kernel[0]}x{self.kernel[1]}", f"s{self.stride[0]}x{self.stride[1]}",
-                 f"p{self.padding[0]}x{self.padding[1]}", f"d{self.dilation[0]}x{self.dilation[1]}",
-                 f"h{self.height}w{self.width}", "dw" if self.depthwise else f"g{self.groups}",
-                 "b" if self.bias else "nb", "bn" if self.bn else "nobn", (self.act or "none").lower()]
+        parts = [
+            f"k{self.kernel[0]}x{self.kernel[1]}",
+            f"s{self.stride[0]}x{self.stride[1]}",
+            f"p{self.padding[0]}x{self.padding[1]}",
+            f"d{self.dilation[0]}x{self.dilation[1]}",
+            f"h{self.height}w{self.width}",
+            "dw" if self.depthwise else f"g{self.groups}",
+            "b" if self.bias else "nb",
+            "bn" if self.bn else "nobn",
+            (self.act or "none").lower(),
+        ]
         return "_".join(parts)
 
     def output_size(self) -> tuple[int, int]:
         """Output height and width (PyTorch's and ONNX's formula for explicit padding)."""
-        return tuple((size + 2 * pad - dil * (k - 1) - 1) // stride + 1 for size, pad, dil, k, stride
-                     in zip((self.height, self.width), self.padding, self.dilation, self.kernel, self.stride,
-                            strict=True))
+        return tuple(
+            (size + 2 * pad - dil * (k - 1) - 1) // stride + 1
+            for size, pad, dil, k, stride in zip(
+                (self.height, self.width), self.padding, self.dilation, self.kernel, self.stride, strict=True
+            )
+        )
 
 
 @dataclass(frozen=True)
@@ -79,16 +89,19 @@ class ConvLayer:
         return cls(shape=ConvShape(**shape), **fields)
 
 
-def _trace(model: nn.Module, x: torch.Tensor) -> tuple[list[tuple[str, nn.Module, torch.Tensor, torch.Tensor]],
-                                                        torch.Tensor]:
+def _trace(
+    model: nn.Module, x: torch.Tensor
+) -> tuple[list[tuple[str, nn.Module, torch.Tensor, torch.Tensor]], torch.Tensor]:
     """(name, module, input, output) of every leaf module in execution order, and the output.
 
     The tensors are kept alive until the end, so equal data pointers mean the same tensor
     (or an in-place result of it), never reused memory."""
     calls = []
-    hooks = [module.register_forward_hook(
-        lambda mod, args, out, name=name: calls.append((name, mod, args[0], out)))
-        for name, module in model.named_modules() if not list(module.children())]
+    hooks = [
+        module.register_forward_hook(lambda mod, args, out, name=name: calls.append((name, mod, args[0], out)))
+        for name, module in model.named_modules()
+        if not list(module.children())
+    ]
     try:
         with torch.inference_mode():
             output = model(x)
@@ -103,8 +116,11 @@ def _consumer(calls: list, start: int, tensor: torch.Tensor) -> tuple[int, nn.Mo
     skipped), or (-1, None)."""
     for index in range(start + 1, len(calls)):
         _, module, inp, _ = calls[index]
-        if not isinstance(module, nn.Identity) and isinstance(inp, torch.Tensor) \
-                and inp.data_ptr() == tensor.data_ptr():
+        if (
+            not isinstance(module, nn.Identity)
+            and isinstance(inp, torch.Tensor)
+            and inp.data_ptr() == tensor.data_ptr()
+        ):
             return index, module
     return -1, None
 
@@ -128,13 +144,29 @@ def conv_layers(model: nn.Module, height: int, width: int) -> list[ConvLayer]:
             index, after = _consumer(calls, index, calls[index][3])
         depthwise = conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
         grouped = conv.groups > 1 and not depthwise
-        shape = ConvShape(kernel=conv.kernel_size, stride=conv.stride, padding=conv.padding,
-                          dilation=conv.dilation, height=inp.shape[2], width=inp.shape[3], depthwise=depthwise,
-                          groups=conv.groups, bias=conv.bias is not None, bn=bn,
-                          act=FUSED_ACTIVATIONS.get(type(after)))
-        layers.append(ConvLayer(name, shape, conv.in_channels, conv.out_channels,
-                                fixed_in=grouped or inp.data_ptr() == x.data_ptr(),
-                                fixed_out=grouped or out.data_ptr() == output.data_ptr()))
+        shape = ConvShape(
+            kernel=conv.kernel_size,
+            stride=conv.stride,
+            padding=conv.padding,
+            dilation=conv.dilation,
+            height=inp.shape[2],
+            width=inp.shape[3],
+            depthwise=depthwise,
+            groups=conv.groups,
+            bias=conv.bias is not None,
+            bn=bn,
+            act=FUSED_ACTIVATIONS.get(type(after)),
+        )
+        layers.append(
+            ConvLayer(
+                name,
+                shape,
+                conv.in_channels,
+                conv.out_channels,
+                fixed_in=grouped or inp.data_ptr() == x.data_ptr(),
+                fixed_out=grouped or out.data_ptr() == output.data_ptr(),
+            )
+        )
     return layers
 
 
@@ -161,18 +193,34 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = p.add_mutually_exclusive_group()
     source.add_argument("--model", type=Path, help="model folder (model.json + model.pt), pruned or not")
-    source.add_argument("--params", type=Path, default=Path("params.yaml"),
-                        help="params file whose `model` section gives the dense model (default: params.yaml)")
-    p.add_argument("--size", type=int, nargs=2, default=[384, 544], metavar=("H", "W"),
-                   help="evaluation size, multiples of 32 (default: 384 544)")
-    p.add_argument("--step", type=int, default=8, help="grid step of the widths: prune.round_to, 8 if unset "
-                   "(default: 8)")
-    p.add_argument("--min-fraction", type=float, default=0.25,
-                   help="narrowest width gridded, as a share of the dense width: 1 - prune.max_layer_pruning "
-                        "(default: 0.25)")
-    p.add_argument("--out", type=Path, required=True, help="folder for the ONNX files and manifest.json")
+    source.add_argument(
+        "--params",
+        type=Path,
+        default=Path("params.yaml"),
+        help="params file whose `model` section gives the dense model (default: params.yaml)",
+    )
+    p.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        default=[384, 544],
+        metavar=("H", "W"),
+        help="evaluation size, multiples of 32 (default: 384 544)",
+    )
+    p.add_argument(
+        "--step", type=int, default=8, help="grid step of the widths: prune.round_to, 8 if unset (default: 8)"
+    )
+    p.add_argument(
+        "--min-fraction",
+        type=float,
+        default=0.25,
+        help="narrowest width gridded, as a share of the dense width: 1 - prune.max_layer_pruning (default: 0.25)",
+    )
+    p.add_argument("--out", type=Path, help="folder for the ONNX files and manifest.json")
     p.add_argument("--list", action="store_true", help="only print the layers, write nothing")
     args = p.parse_args(argv)
+    if args.out is None and not args.list:
+        p.error("--out is required (or --list to only print the layers)")
 
     def body() -> None:
         layers, source_name = load_layers(args.model, args.params, *args.size)
@@ -181,8 +229,10 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"{layer.name}: {layer.c_in} -> {layer.c_out}  {layer.shape.key()}")
             return
         manifest = write_files(layers, args.out, args.step, args.min_fraction, args.size, source_name)
-        print(f"{args.out}: {len(manifest['files'])} ONNX files for {len(layers)} convolutions "
-              f"({len({layer.shape.key() for layer in layers})} shapes) at {args.size[0]}x{args.size[1]}")
+        print(
+            f"{args.out}: {len(manifest['files'])} ONNX files for {len(layers)} convolutions "
+            f"({len({layer.shape.key() for layer in layers})} shapes) at {args.size[0]}x{args.size[1]}"
+        )
 
     run(body)
 

@@ -53,8 +53,9 @@ class LatencyTable:
 
     def __init__(self, entries: dict[str, dict[tuple[int, int], float]], fingerprint: dict[str, Any]) -> None:
         self.entries, self.fingerprint = entries, fingerprint
-        self.axes = {key: (sorted({ci for ci, _ in points}), sorted({co for _, co in points}))
-                     for key, points in entries.items()}
+        self.axes = {
+            key: (sorted({ci for ci, _ in points}), sorted({co for _, co in points})) for key, points in entries.items()
+        }
 
     @classmethod
     def from_timings(cls, manifest: dict[str, Any], timings: dict[str, Any]) -> LatencyTable:
@@ -89,8 +90,12 @@ class LatencyTable:
             return (1 - t) * points[(axis[i], axis[i])] + t * points[(axis[j], axis[j])], False
         ins, outs = self.axes[key]
         (i0, i1, ti), (o0, o1, to) = _bracket(ins, layer.c_in), _bracket(outs, layer.c_out)
-        value = ((1 - ti) * (1 - to) * points[(ins[i0], outs[o0])] + (1 - ti) * to * points[(ins[i0], outs[o1])]
-                 + ti * (1 - to) * points[(ins[i1], outs[o0])] + ti * to * points[(ins[i1], outs[o1])])
+        value = (
+            (1 - ti) * (1 - to) * points[(ins[i0], outs[o0])]
+            + (1 - ti) * to * points[(ins[i0], outs[o1])]
+            + ti * (1 - to) * points[(ins[i1], outs[o0])]
+            + ti * to * points[(ins[i1], outs[o1])]
+        )
         return value, False
 
     def predict(self, layers: list[ConvLayer], residual_ms: float = 0.0) -> Prediction:
@@ -105,8 +110,12 @@ def residual_ms(table: LatencyTable, dense_layers: list[ConvLayer], measured_ms:
     return measured_ms - table.predict(dense_layers).table_ms
 
 
-def check(table: LatencyTable, dense_layers: list[ConvLayer], dense_measured_ms: float,
-          models: dict[str, tuple[list[ConvLayer], float]]) -> dict[str, dict[str, float]]:
+def check(
+    table: LatencyTable,
+    dense_layers: list[ConvLayer],
+    dense_measured_ms: float,
+    models: dict[str, tuple[list[ConvLayer], float]],
+) -> dict[str, dict[str, float]]:
     """Prediction against measurement for each model name -> (layers, measured ms), the
     residual taken from the dense model: predicted and measured ms, relative error
     (predicted / measured - 1) and the number of off-grid layers."""
@@ -114,6 +123,57 @@ def check(table: LatencyTable, dense_layers: list[ConvLayer], dense_measured_ms:
     report = {}
     for name, (layers, measured) in models.items():
         prediction = table.predict(layers, residual)
-        report[name] = {"predicted_ms": prediction.total_ms, "measured_ms": measured,
-                        "relative_error": prediction.total_ms / measured - 1, "off_grid": prediction.off_grid}
+        report[name] = {
+            "predicted_ms": prediction.total_ms,
+            "measured_ms": measured,
+            "relative_error": prediction.total_ms / measured - 1,
+            "off_grid": prediction.off_grid,
+        }
     return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Predict model folders' latency from a table; with --measured, check the predictions."""
+    import argparse
+
+    from pipeline.cli import run
+
+    p = argparse.ArgumentParser(
+        description="Predicted latency of model folders from the device table, the residual taken from the model "
+        "the files were written for (its manifest layers) and its measured latency.\n\n"
+        "    python -m pipeline.latency.table --files latency/files --timings timings.json --dense-ms 144.3 \\\n"
+        "        --model checkpoints/final/hqs_l0-0.5 --measured 77.2",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--files", type=Path, required=True, help="folder written by pipeline.latency.layers")
+    p.add_argument("--timings", type=Path, required=True, help="JSON written by deploy/time_layers.py")
+    p.add_argument("--dense-ms", type=float, required=True, help="measured latency of the files' model (ms)")
+    p.add_argument("--model", type=Path, nargs="+", required=True, help="model folders to predict")
+    p.add_argument("--measured", type=float, nargs="+", help="their measured latencies (ms), in the same order")
+    args = p.parse_args(argv)
+    if args.measured is not None and len(args.measured) != len(args.model):
+        p.error(f"--measured gives {len(args.measured)} values for {len(args.model)} models")
+
+    def body() -> None:
+        from pipeline.artifact import load_model
+        from pipeline.latency.layers import conv_layers
+
+        manifest = json.loads((args.files / MANIFEST).read_text())
+        table = LatencyTable.from_timings(manifest, json.loads(args.timings.read_text()))
+        dense = [ConvLayer.from_dict(layer) for layer in manifest["layers"]]
+        measured = args.measured or [float("nan")] * len(args.model)
+        models = {
+            str(path): (conv_layers(load_model(path)[0], *manifest["size"]), ms)
+            for path, ms in zip(args.model, measured, strict=True)
+        }
+        for name, row in check(table, dense, args.dense_ms, models).items():
+            print(
+                f"{name}: predicted {row['predicted_ms']:.1f} ms, measured {row['measured_ms']:.1f} ms, "
+                f"error {row['relative_error']:+.1%}, {row['off_grid']} layers off the grid"
+            )
+
+    run(body)
+
+
+if __name__ == "__main__":
+    main()
