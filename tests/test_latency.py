@@ -1,0 +1,242 @@
+"""The device latency table: layer enumeration, its ONNX files, the predictor, the device
+script. Nothing here is timed: timings are planted, or only checked to exist."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+import zlib
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from pipeline.config import ModelCfg
+from pipeline.latency.files import MANIFEST, context_model, layer_model, write_files
+from pipeline.latency.layers import conv_layers
+from pipeline.latency.table import LatencyTable, check, residual_ms
+from pipeline.models import create_model
+from tests.conftest import ROOT
+
+
+class Small(nn.Module):
+    """stem 3 -> a, strided a -> b, depthwise b, 1x1 head b -> 1: each kind of layer the table keys."""
+
+    def __init__(self, a: int = 16, b: int = 24) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, a, 3, padding=1, bias=False), nn.BatchNorm2d(a), nn.ReLU())
+        self.down = nn.Sequential(nn.Conv2d(a, b, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(b), nn.ReLU())
+        self.dw = nn.Sequential(nn.Conv2d(b, b, 3, padding=1, groups=b, bias=False), nn.BatchNorm2d(b), nn.ReLU())
+        self.head = nn.Conv2d(b, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dw(self.down(self.stem(x))))
+
+
+def planted_cost(key: str, c_in: int, c_out: int) -> float:
+    """A known cost per shape: bilinear in the widths (linear along a depthwise diagonal)."""
+    a, b, c, d = np.random.default_rng(zlib.crc32(key.encode())).uniform(0.001, 0.01, 4)
+    return (0.0 if "_dw_" in key else a * c_in * c_out) + b * c_in + c * c_out + d
+
+
+def planted_timings(manifest: dict, seed: int = 0) -> dict:
+    """Device timings whose layer files cost planted_cost plus half of each (random) context."""
+    rng = np.random.default_rng(seed)
+    files = manifest["files"]
+    times = {name: float(rng.uniform(0.1, 2.0)) for name, spec in files.items() if spec["kind"] == "context"}
+    for name, spec in files.items():
+        if spec["kind"] == "layer":
+            context = sum(times[c] for c in spec["contexts"]) / 2
+            times[name] = planted_cost(spec["key"], spec["c_in"], spec["c_out"]) + context
+    return {"fingerprint": {"cpu": "planted"}, "times_ms": times}
+
+
+@pytest.fixture(scope="module")
+def small_table(tmp_path_factory):
+    dense = conv_layers(Small(), 32, 32)
+    manifest = write_files(
+        dense, tmp_path_factory.mktemp("files"), step=8, min_fraction=0.25, size=[32, 32], source="Small"
+    )
+    return LatencyTable.from_timings(manifest, planted_timings(manifest)), dense
+
+
+@pytest.mark.parametrize("widths", [(16, 24), (8, 16), (12, 20), (4, 8)])  # grid, grid, between, below
+def test_table_predicts_a_planted_cost_exactly(small_table, widths):
+    table, _ = small_table
+    layers = conv_layers(Small(*widths), 32, 32)
+    expected = sum(planted_cost(layer.shape.key(), layer.c_in, layer.c_out) for layer in layers)
+    prediction = table.predict(layers, residual_ms=1.5)
+    assert prediction.table_ms == pytest.approx(expected, rel=1e-9)
+    assert prediction.total_ms == pytest.approx(expected + 1.5, rel=1e-9)
+    on_grid = all(w % 8 == 0 for w in widths)
+    assert (prediction.off_grid == 0) == on_grid
+
+
+def test_check_reports_zero_error_when_the_residual_is_what_the_table_misses(small_table):
+    table, dense = small_table
+    unseen = 3.0  # upsampling, additions...: the same in every model
+
+    def measured(layers):
+        return sum(planted_cost(layer.shape.key(), layer.c_in, layer.c_out) for layer in layers) + unseen
+
+    models = {f"{a}-{b}": conv_layers(Small(a, b), 32, 32) for a, b in [(8, 16), (12, 20)]}
+    report = check(table, dense, measured(dense), {name: (layers, measured(layers)) for name, layers in models.items()})
+    assert residual_ms(table, dense, measured(dense)) == pytest.approx(unseen)
+    assert all(abs(row["relative_error"]) < 1e-9 for row in report.values())
+    wrong = check(table, dense, measured(dense) + 2, {"8-16": (models["8-16"], measured(models["8-16"]))})
+    assert wrong["8-16"]["relative_error"] == pytest.approx(2 / measured(models["8-16"]))
+
+
+@pytest.fixture(scope="module")
+def tiny_unet(params):
+    torch.manual_seed(0)
+    return create_model(ModelCfg.model_validate(params["model"]))
+
+
+def test_layers_of_the_tiny_unet_are_its_convolutions(tiny_unet):
+    model = tiny_unet
+    layers = {layer.name: layer for layer in conv_layers(model, 64, 96)}
+    convs = {name: m for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    assert set(layers) == set(convs)
+    assert all((layers[n].c_in, layers[n].c_out) == (m.in_channels, m.out_channels) for n, m in convs.items())
+    first, head = layers["encoder.conv1"], layers["segmentation_head.0"]
+    assert (first.shape.height, first.shape.width, first.shape.stride) == (64, 96, (2, 2))
+    assert first.shape.bn and first.shape.act == "Relu" and first.fixed_in and not first.fixed_out
+    assert not head.shape.bn and head.shape.act is None and head.shape.bias and head.fixed_out
+    assert (head.shape.height, head.shape.width) == (64, 96)
+    down = layers["encoder.layer2.0.downsample.0"]  # its output goes into the residual addition
+    assert down.shape.bn and down.shape.act is None and (down.shape.height, down.shape.width) == (16, 24)
+    assert sum(not (layer.fixed_in or layer.fixed_out) for layer in layers.values()) == len(layers) - 2
+
+
+def test_layer_files_hold_the_layer_between_its_stand_in_neighbours(tmp_path):
+    import onnxruntime as ort
+
+    layer = conv_layers(Small(), 32, 32)[1]  # 16 -> 24, stride 2, BN, ReLU
+    path = tmp_path / "layer.onnx"
+    onnx.save(layer_model(layer.shape, 16, 24), str(path))
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    out = session.run(None, {"x": np.ones((1, 16, 32, 32), np.float32)})[0]
+    assert out.shape == (1, 24, 16, 16)
+    ops = [node.op_type for node in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
+    assert ops.count("Conv") + ops.count("FusedConv") == 3  # BN folded, ReLU fused, weights constant-folded
+    assert not {"BatchNormalization", "Relu", "ConstantOfShape"} & set(ops)
+    assert path.stat().st_size < 2000
+
+
+def test_manifest_lists_a_full_grid_per_shape(tmp_path):
+    layers = conv_layers(Small(), 32, 32)
+    manifest = json.loads(json.dumps(write_files(layers, tmp_path, 8, 0.25, [32, 32], "Small")))
+    assert json.loads((tmp_path / MANIFEST).read_text()) == manifest
+    points = {}
+    for spec in manifest["files"].values():
+        if spec["kind"] == "layer":
+            points.setdefault(spec["key"], set()).add((spec["c_in"], spec["c_out"]))
+    by_name = {layer.name: layer.shape.key() for layer in layers}
+    assert points[by_name["stem.0"]] == {(3, 8), (3, 16)}
+    assert points[by_name["down.0"]] == {(i, o) for i in (8, 16) for o in (8, 16, 24)}
+    assert points[by_name["dw.0"]] == {(8, 8), (16, 16), (24, 24)}
+    assert points[by_name["head"]] == {(8, 1), (16, 1), (24, 1)}
+    assert all((tmp_path / name).exists() for name in manifest["files"])
+
+
+def test_device_script_times_files_and_writes_the_fingerprint(tmp_path):
+    layer = conv_layers(Small(8, 8), 16, 16)[1]
+    onnx.save(layer_model(layer.shape, 8, 8), str(tmp_path / "a.onnx"))
+    onnx.save(context_model(8, 16, 16), str(tmp_path / "b.onnx"))
+    out = tmp_path / "timings.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "deploy" / "time_layers.py"),
+            str(tmp_path),
+            "--rounds",
+            "1",
+            "--warmup",
+            "0",
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    record = json.loads(out.read_text())
+    assert set(record["times_ms"]) == {"a.onnx", "b.onnx"} and all(t > 0 for t in record["times_ms"].values())
+    fingerprint = record["fingerprint"]
+    assert {"cpu", "avx512_vnni", "threads", "onnxruntime", "cores"} <= set(fingerprint)
+    assert fingerprint["threads"] == 1 and fingerprint["cpu"]
+
+
+def test_device_script_needs_only_numpy_and_onnxruntime():
+    tree = ast.parse((ROOT / "deploy" / "time_layers.py").read_text())
+    imported = {
+        alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+    }
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert imported - set(sys.stdlib_module_names) == {"numpy", "onnxruntime"}
+
+
+def test_layers_command_needs_an_output_folder_unless_listing(capsys):
+    from pipeline.latency.layers import main
+
+    with pytest.raises(SystemExit) as exit_help:
+        main(["--help"])
+    assert exit_help.value.code == 0 and "--step" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_error:
+        main(["--params", "params.yaml"])
+    assert exit_error.value.code == 2 and "--out is required" in capsys.readouterr().err
+
+
+def test_commands_write_the_files_and_predict_a_model_folder(tiny_unet, params, tmp_path, capsys):
+    from pipeline.artifact import save_model
+    from pipeline.latency import layers, table
+
+    save_model(tiny_unet, tmp_path / "model", {"model": params["model"], "num_classes": 2, "threshold": 0.5})
+    files = tmp_path / "files"
+    layers.main(
+        [
+            "--model",
+            str(tmp_path / "model"),
+            "--size",
+            "64",
+            "64",
+            "--step",
+            "128",
+            "--min-fraction",
+            "0.5",
+            "--out",
+            str(files),
+        ]
+    )
+    manifest = json.loads((files / MANIFEST).read_text())
+    assert len(manifest["layers"]) == 31 and manifest["size"] == [64, 64]
+    timings = planted_timings(manifest)
+    (tmp_path / "timings.json").write_text(json.dumps(timings))
+    dense = [layers.ConvLayer.from_dict(layer) for layer in manifest["layers"]]
+    cost = sum(planted_cost(layer.shape.key(), layer.c_in, layer.c_out) for layer in dense)
+    capsys.readouterr()
+    table.main(
+        [
+            "--files",
+            str(files),
+            "--timings",
+            str(tmp_path / "timings.json"),
+            "--dense-ms",
+            str(cost + 4),
+            "--model",
+            str(tmp_path / "model"),
+            "--measured",
+            str(cost + 4),
+        ]
+    )
+    assert "error +0.0%, 0 layers off the grid" in capsys.readouterr().out
