@@ -34,7 +34,8 @@ def test_dvc_repro_runs_end_to_end_then_does_nothing(tiny_project):
     assert "| hqs_l0-0.5 fine-tuned |" in report and "| magnitude-0.5 after removal |" in report
     assert "saliency gap" in report and all(section in report for section in SECTIONS)
     html = (project / "reports" / "report.html").read_text()
-    assert html.count('src="data:image/png;base64,') == report.count("![") and 'src="figures' not in html
+    images = report.count("![") + report.count('<img src="figures/')  # Markdown images and wide raw ones
+    assert html.count('src="data:image/png;base64,') == images and 'src="figures' not in html
     rows = json.loads((project / "reports" / "report.json").read_text())
     shown = subprocess.run([sys.executable, "-m", "dvc", "metrics", "show", "--json"], cwd=project,
                            capture_output=True, text=True, check=True).stdout
