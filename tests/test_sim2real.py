@@ -13,6 +13,7 @@ import yaml
 from bench import sim2real, sim2real_runs
 from bench.records import code_hash, folder_hash, weights_hash
 from pipeline.artifact import load_model
+from tests.conftest import ROOT
 
 
 @pytest.fixture
@@ -81,3 +82,38 @@ def test_unknown_arm_and_early_stopping_are_refused(tiny_config, tmp_path):
         sim2real.load_config(tiny_config)
     with pytest.raises(SystemExit):
         sim2real.main(["--config", str(tiny_config), "--arms", "sim"])
+
+
+def test_the_preset_validates_and_caps_the_synthetic_set():
+    bench, sections = sim2real.load_config(ROOT / "bench" / "sim2real.yaml")
+    assert bench.seeds == [0, 1, 2] and bench.arms == list(sim2real.ARMS)
+    assert sections["pretrain"].synthetic.n_train <= 1000 and sections["pretrain"].synthetic.renderer == "wires"
+    assert sections["prepare"].source == "pld-uav" and not sections["train"].early_stopping_patience
+
+
+def fake_run(arm: str, seed: int, tp: int) -> dict:
+    """A record whose 20 test images (and 30 in all) each have `tp` true positives of 10 lines."""
+    def table(n: int) -> dict:
+        return {"names": [f"im{i:02d}" for i in range(n)], "tp": [tp + i % 2 for i in range(n)],
+                "fp": [2] * n, "fn": [10 - tp] * n, "tol_pred_hit": [tp] * n, "tol_pred": [tp + 2] * n,
+                "tol_true_hit": [tp] * n, "tol_true": [10] * n}
+    return {"arm": arm, "seed": seed, "epochs": 3, "steps": 30, "seconds": 60.0, "val_score": 0.5,
+            "test_counts": table(20), "all_counts": table(30),
+            **({"start_steps": 50, "start_seconds": 120.0} if arm == "pretrain_finetune" else {})}
+
+
+@pytest.mark.parametrize(("pretrained_tp", "met"), [(7, True), (5, False)])
+def test_the_goal_needs_two_points_with_the_interval_above_zero(pretrained_tp, met):
+    from bench.sim2real_summary import summarise
+    from pipeline.scoring import COUNTS
+
+    assert set(fake_run("pldu", 0, 5)["test_counts"]) == {"names", *COUNTS}
+    runs = {"pretrain_finetune": [fake_run("pretrain_finetune", s, pretrained_tp) for s in range(3)],
+            "pldu_equal_steps": [fake_run("pldu_equal_steps", s, 5) for s in range(3)]}
+    summary = summarise(runs, [], 200)
+    assert summary["goal"]["met"] is met
+    (row,) = [r for r in summary["rows"] if r["arm"] == "pretrain_finetune"]
+    assert row["steps"] == [80] * 3 and row["minutes"]["mean"] == pytest.approx(3.0)  # pretraining counted
+    assert row["test"]["images"] == 20 and row["all"]["images"] == 30
+    low, high = row["test"]["iou"]["ci95"]
+    assert low <= row["test"]["iou"]["mean"] <= high and row["test"]["iou"]["seeds"]["std"] == 0
