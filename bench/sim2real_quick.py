@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
+from pipeline.artifact import write_json
 from pipeline.data.prepare import prepare
 from pipeline.params import SECTIONS, load_params, parse_section
 from pipeline.scoring import COUNTS, image_counts, scores, split_probabilities
-from pipeline.study import write_json
 from pipeline.train import fit
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import cv2
 import numpy as np
 import pytest
@@ -12,6 +16,7 @@ from pipeline.data.sources.base import BACKGROUND, IGNORE_INDEX, LINE
 from pipeline.data.sources.synthetic import SyntheticSource
 from pipeline.data.sources.wires import Camera, coverage_mask, render_wires, stroke_coverage
 from pipeline.errors import DataError
+from tests.conftest import ROOT
 
 
 def test_mask_rule_on_a_horizontal_wire_of_known_width():
@@ -108,3 +113,38 @@ def test_bad_background_file_gives_one_line(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no background images"):
         SyntheticSource(wires_cfg(backgrounds=str(tmp_path / "empty")), seed=0)
+
+
+def test_nadir_camera_projects_a_wire_to_its_known_row_and_width():
+    # a nadir camera 1 above the ground sees a wire at height z, world y = y0, diameter d at
+    # row cy - f*y0/(1-z), d*f/(1-z) px wide: chosen here as the 2.5 px wire at y = 10.3 above
+    h, w, z = 20, 30, 0.6
+    cam = Camera(h, w, np.radians(60), 0.0, 0.0)
+    y0, diameter = -(10.3 - (h - 1) / 2) * (1 - z) / cam.f, 2.5 * (1 - z) / cam.f
+    xs = np.linspace(-1, 1, 50)
+    xy, depth = cam.project(np.stack([xs, np.full_like(xs, y0), np.full_like(xs, z)], 1))
+    cover, _ = stroke_coverage(h, w, xy, diameter * cam.f / depth)
+    mask = coverage_mask(cover)
+    assert (mask[[10, 11]] == LINE).all() and (mask[[9, 12]] == IGNORE_INDEX).all()
+    assert (mask[:9] == BACKGROUND).all() and (mask[13:] == BACKGROUND).all()
+
+
+def test_generator_is_byte_identical_across_processes(tmp_path):
+    """Two separate runs (different hash seeds: no set or dict order may leak in) of
+    `prepare` on the wires renderer with a background folder write the same bytes."""
+    rng = np.random.default_rng(0)
+    (tmp_path / "photos").mkdir()
+    for name in ("d.png", "b.png", "a.png", "c.png"):  # written out of order
+        cv2.imwrite(str(tmp_path / "photos" / name), rng.integers(0, 255, (90, 120, 3), dtype=np.uint8))
+    code = ("import sys; from pathlib import Path; from pipeline.config import BaseCfg, PrepareCfg, SyntheticCfg;"
+            "from pipeline.data.prepare import prepare;"
+            "s = SyntheticCfg(n_train=3, n_val=1, n_test=1, height=48, width=64, renderer='wires',"
+            " backgrounds=sys.argv[2]); prepare(PrepareCfg(synthetic=s), BaseCfg(seed=5), Path(sys.argv[1]))")
+    outs = []
+    for run, hash_seed in enumerate(("1", "2")):
+        out = tmp_path / f"run{run}"
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed, "PYTHONPATH": str(ROOT)}
+        subprocess.run([sys.executable, "-c", code, str(out), str(tmp_path / "photos")], check=True, env=env,
+                       capture_output=True, cwd=ROOT)
+        outs.append({p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()})
+    assert len(outs[0]) == 11 and outs[0] == outs[1]  # 5 images, 5 masks, the manifest

@@ -8,6 +8,7 @@ from pipeline.artifact import write_json
 from pipeline.config import ModelCfg
 from pipeline.params import load_sections, parse_section
 from pipeline.plots import iou_vs_gmacs
+from pipeline.pretrain import drop_kept_set, pretrain_variants, synthetic_set
 from pipeline.stages._cli import add_resume, parser, resume_store, run
 from pipeline.study import Variant, run_study
 
@@ -19,7 +20,8 @@ def candidate_name(cfg: ModelCfg, overrides: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Train `baseline.candidates` (overrides of `model`) and keep the chosen one."""
+    """Train `baseline.candidates` (overrides of `model`) and keep the chosen one; with
+    `pretrain.enabled`, each first on synthetic data (pipeline.pretrain)."""
     p = parser(__doc__)
     p.add_argument("--data", type=Path, default=Path("data/prepared"))
     p.add_argument("--out", type=Path, default=Path("checkpoints/baseline"))
@@ -30,21 +32,28 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
 
     def body() -> None:
-        sections = load_sections(args.params, "base", "model", "train", "trainer", "baseline")
-        base, model, train, trainer, cfg = sections
+        sections = load_sections(args.params, "base", "model", "train", "trainer", "baseline", "pretrain")
+        base, model, train, trainer, cfg, pre = sections
         resume = resume_store(args.resume_dir, "baseline", *sections)
         variants = []
         for overrides in cfg.candidates:
             candidate = parse_section({"model": {**model.model_dump(), **overrides}}, "model", ModelCfg,
                                       f"{args.params} (baseline.candidates)")
             variants.append(Variant(candidate_name(candidate, overrides), candidate, train))
+        pretrained = {"enabled": False}
+        if pre.enabled:  # synthetic first, then the real data from those weights
+            with synthetic_set(pre, base, args.resume_dir) as synthetic:
+                variants, pretrained = pretrain_variants(variants, pre, base, trainer, synthetic, args.logs, resume)
         record = run_study(variants, trainer, args.data, args.logs, base.seed, base.num_classes,
                            cfg.cost_size, cfg.iou_tolerance, args.out, resume)
         if record is None:  # a DDP rank other than 0: rank 0 writes the outputs
             return
+        record["pretrain"] = pretrained
         write_json(record, args.report)
         iou_vs_gmacs(record["candidates"], record["winner"], args.plot, "baseline candidates")
         resume.clear()
+        if pre.enabled:
+            drop_kept_set(pre, base, args.resume_dir)
         print(f"chosen: {record['winner']}")
 
     run(body)

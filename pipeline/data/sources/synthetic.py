@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from pipeline.config import SyntheticCfg
-from pipeline.data.sources.backgrounds import BackgroundFolder
+from pipeline.data.sources.backgrounds import BackgroundFolder, merge_labels
 from pipeline.data.sources.base import BACKGROUND, LINE, TOWER, Sample, validate_sample
 from pipeline.data.sources.wires import render_wires
 from pipeline.errors import DataError, PipelineError
@@ -297,8 +297,11 @@ class SyntheticSource:
         h, w = self.cfg.height, self.cfg.width
         if self.cfg.renderer == "scenes":
             return generate_scene(rng, h, w)
-        photo = self.backgrounds.crop(rng, h, w) if self.backgrounds else None
-        return render_wires(rng, h, w, photo)
+        if self.backgrounds is None:
+            return render_wires(rng, h, w)
+        photo = self.backgrounds.crop(rng, h, w)
+        image, mask = render_wires(rng, h, w, photo.image, photo.lines)
+        return image, merge_labels(mask, photo)
 
     def group(self, key: str) -> str:
         """Every synthetic image is independent, so each is its own group."""

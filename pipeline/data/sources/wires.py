@@ -174,11 +174,14 @@ def _shadow(cam: Camera, shadow: np.ndarray, height: np.ndarray, diameter: float
     return cover * float(np.median(diameter / (diameter + penumbra)))
 
 
-def render_wires(rng: Rng, h: int, w: int, background: np.ndarray | None = None
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def render_wires(rng: Rng, h: int, w: int, background: np.ndarray | None = None,
+                 background_lines: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Draw one view from `rng`: an HxWx3 uint8 RGB image and its HxW uint8 mask.
 
-    `background` (HxWx3 uint8, already h x w) replaces the procedural ground.
+    `background` (HxWx3 uint8, already h x w) replaces the procedural ground;
+    `background_lines` (HxW coverage in [0, 1]) are the wires already in that photo: they
+    join the rendered ones in the mask (and foliage drawn in front hides them too). It
+    draws nothing from `rng`, so the image is the same with or without it.
     """
     cam = random_camera(rng, h, w)
     elevation, azimuth = rng.uniform(np.radians(25), np.radians(75)), rng.uniform(0, 2 * np.pi)
@@ -190,7 +193,7 @@ def render_wires(rng: Rng, h: int, w: int, background: np.ndarray | None = None
     for wires in corridors:
         for pts, shadow, diameter in wires:
             img *= 1 - (strength * on_ground * _shadow(cam, shadow, pts[:, 2], diameter))[..., None]
-    cover = np.zeros((h, w), np.float32)
+    cover = np.zeros((h, w), np.float32) if background_lines is None else background_lines.astype(np.float32)
     glints = 1 + 0.6 * fractal(rng, h, w, 1.0, finest=4)  # specular varies along each wire
     for wires in corridors:
         albedo, shine = _wire_albedo(rng, img), rng.uniform(0, 0.5)

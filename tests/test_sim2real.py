@@ -1,0 +1,119 @@
+"""bench/sim2real.py on a tiny stand-in for PLDU (seconds): one arm end to end with the run it
+starts from, the records' fields and hashes, resuming, the summary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from bench import sim2real, sim2real_runs
+from bench.records import code_hash, folder_hash, weights_hash
+from pipeline.artifact import load_model
+from tests.conftest import ROOT
+
+
+@pytest.fixture
+def tiny_config(tmp_path, params) -> Path:
+    """The tiny pipeline params, a 4-image synthetic set and a short bootstrap."""
+    config = {key: params[key] for key in ("base", "model", "train", "trainer")}
+    config["bench"] = {"seeds": [0], "bootstrap": 100}
+    config["pretrain"] = {"enabled": True, "epochs": 1, "synthetic": {
+        "n_train": 4, "n_val": 2, "n_test": 1, "height": 64, "width": 64, "renderer": "wires"}}
+    path = tmp_path / "sim2real.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_pretrain_finetune_arm_end_to_end(tiny_config, tiny_data, tmp_path, capsys, monkeypatch):
+    starts = []  # the weights each PLDU training starts from (None: from scratch)
+    real_fit = sim2real_runs.fit
+
+    def spy(*args, **kwargs):
+        model = kwargs.get("model")
+        starts.append(None if model is None else {k: v.clone() for k, v in model.state_dict().items()})
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(sim2real_runs, "fit", spy)
+    args = ["--config", str(tiny_config), "--data", str(tiny_data), "--work", str(tmp_path / "work"),
+            "--out", str(tmp_path / "out"), "--arms", "pretrain_finetune"]
+    sim2real.main(args)
+    records = tmp_path / "out" / "sim2real"
+    synthetic = json.loads((records / "seed0" / "synthetic.json").read_text())
+    tuned = json.loads((records / "seed0" / "pretrain_finetune.json").read_text())
+    (synthetic_set,) = (tmp_path / "work").glob("pretrain-data-*")
+    assert synthetic["inputs"]["code"] == tuned["inputs"]["code"] == code_hash("bench.sim2real_runs")
+    assert synthetic["inputs"]["start"] == "" and tuned["inputs"]["start"] == synthetic["model_hash"]
+    assert tuned["inputs"]["data"] == synthetic["inputs"]["data"] != folder_hash(tiny_data)
+    assert synthetic_set.is_dir() and folder_hash(synthetic_set) != folder_hash(tiny_data)
+    assert tuned["model_hash"] == weights_hash(tmp_path / "work" / "seed0" / "pretrain_finetune" / "model")
+    assert tuned["model_hash"] != synthetic["model_hash"]
+    pretrained = load_model(tmp_path / "work" / "seed0" / "synthetic" / "model")[0].state_dict()
+    (start,) = starts  # fine-tuning began from the synthetic arm's model
+    assert start is not None and all(torch.equal(start[k], v) for k, v in pretrained.items())
+    for record in (synthetic, tuned):
+        assert record["seed"] == 0 and record["seconds"] > 0 and record["epochs"] == 1 and record["steps"] >= 1
+        assert len(record["test_counts"]["names"]) == 4 and len(record["all_counts"]["names"]) == 16
+        assert set(record["test_counts"]) == set(record["all_counts"]) >= {"names", "tp", "fp", "fn"}
+        assert 0 < record["threshold"] < 1 and "val/iou_tuned" in record["metrics"] and record["versions"]["torch"]
+    assert "synthetic_metrics" in synthetic and tuned["start_steps"] == synthetic["steps"]
+    assert tuned["start_seconds"] == synthetic["seconds"]
+
+    summary = json.loads((tmp_path / "out" / "sim2real.json").read_text())
+    (row,) = summary["rows"]
+    assert row["arm"] == "pretrain_finetune" and row["test"]["images"] == 4 and row["all"]["images"] == 16
+    assert row["test"]["iou"]["method"] == "BCa" and row["steps"] == [tuned["steps"] + synthetic["steps"]]
+    assert summary["goal"]["met"] is None and "pretrain_finetune" in (tmp_path / "out" / "sim2real.md").read_text()
+
+    capsys.readouterr()
+    sim2real.main(args)  # everything current: nothing is trained again
+    assert "running" not in capsys.readouterr().out
+    assert json.loads((records / "seed0" / "pretrain_finetune.json").read_text()) == tuned
+
+
+def test_unknown_arm_and_early_stopping_are_refused(tiny_config, tmp_path):
+    config = yaml.safe_load(tiny_config.read_text())
+    config["train"]["early_stopping_patience"] = 3
+    tiny_config.write_text(yaml.safe_dump(config))
+    with pytest.raises(SystemExit, match="early_stopping_patience must be 0"):
+        sim2real.load_config(tiny_config)
+    with pytest.raises(SystemExit):
+        sim2real.main(["--config", str(tiny_config), "--arms", "sim"])
+
+
+def test_the_preset_validates_and_caps_the_synthetic_set():
+    bench, sections = sim2real.load_config(ROOT / "bench" / "sim2real.yaml")
+    assert bench.seeds == [0, 1, 2] and bench.arms == list(sim2real.ARMS)
+    assert sections["pretrain"].synthetic.n_train <= 1000 and sections["pretrain"].synthetic.renderer == "wires"
+    assert sections["prepare"].source == "pld-uav" and not sections["train"].early_stopping_patience
+
+
+def fake_run(arm: str, seed: int, tp: int) -> dict:
+    """A record whose 20 test images (and 30 in all) each have `tp` true positives of 10 lines."""
+    def table(n: int) -> dict:
+        return {"names": [f"im{i:02d}" for i in range(n)], "tp": [tp + i % 2 for i in range(n)],
+                "fp": [2] * n, "fn": [10 - tp] * n, "tol_pred_hit": [tp] * n, "tol_pred": [tp + 2] * n,
+                "tol_true_hit": [tp] * n, "tol_true": [10] * n}
+    return {"arm": arm, "seed": seed, "epochs": 3, "steps": 30, "seconds": 60.0, "val_score": 0.5,
+            "test_counts": table(20), "all_counts": table(30),
+            **({"start_steps": 50, "start_seconds": 120.0} if arm == "pretrain_finetune" else {})}
+
+
+@pytest.mark.parametrize(("pretrained_tp", "met"), [(7, True), (5, False)])
+def test_the_goal_needs_two_points_with_the_interval_above_zero(pretrained_tp, met):
+    from bench.sim2real_summary import summarise
+    from pipeline.scoring import COUNTS
+
+    assert set(fake_run("pldu", 0, 5)["test_counts"]) == {"names", *COUNTS}
+    runs = {"pretrain_finetune": [fake_run("pretrain_finetune", s, pretrained_tp) for s in range(3)],
+            "pldu_equal_steps": [fake_run("pldu_equal_steps", s, 5) for s in range(3)]}
+    summary = summarise(runs, [], 200)
+    assert summary["goal"]["met"] is met
+    (row,) = [r for r in summary["rows"] if r["arm"] == "pretrain_finetune"]
+    assert row["steps"] == [80] * 3 and row["minutes"]["mean"] == pytest.approx(3.0)  # pretraining counted
+    assert row["test"]["images"] == 20 and row["all"]["images"] == 30
+    low, high = row["test"]["iou"]["ci95"]
+    assert low <= row["test"]["iou"]["mean"] <= high and row["test"]["iou"]["seeds"]["std"] == 0
