@@ -26,6 +26,7 @@ from pipeline.config import (
     TrainerCfg,
 )
 from pipeline.errors import PipelineError, did_you_mean, one_line
+from pipeline.sections import PickCfg
 
 
 class UniqueKeyLoader(yaml.SafeLoader):
@@ -93,8 +94,8 @@ def _keys_at(schema: type[Strict], loc: list[str]) -> list[str]:
 SECTIONS: dict[str, type[Strict]] = {
     "base": BaseCfg, "prepare": PrepareCfg, "model": ModelCfg, "train": TrainCfg,
     "trainer": TrainerCfg, "baseline": BaselineCfg, "augment": AugmentCfg, "loss": LossCfg,
-    "sweep": SweepCfg, "prune": PruneCfg, "finetune": FinetuneCfg, "export": ExportCfg, "report": ReportCfg,
-    "predict": PredictCfg,
+    "sweep": SweepCfg, "prune": PruneCfg, "finetune": FinetuneCfg, "pick": PickCfg, "export": ExportCfg,
+    "report": ReportCfg, "predict": PredictCfg,
 }
 
 
