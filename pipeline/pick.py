@@ -9,9 +9,11 @@ for the report and never read here, so the test split stays an unbiased estimate
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pipeline.errors import PipelineError
+from pipeline.params import load_params
 from pipeline.sections import PickCfg
 from pipeline.selection import FAIL_SHARE, SCORE, failed
 
@@ -95,3 +97,11 @@ def choose(dense: dict[str, Any], runs: dict[str, dict[str, Any]], rule: PickCfg
         row["verdict"] = _verdict(row, chosen["model"], rule)
     return {"choice": chosen["model"], "rule": rule.model_dump(), "reason": reason,
             "forced": rule.model is not None, "candidates": table}
+
+
+def refuse_export_model(params: Path) -> None:
+    """`export.model` (a fixed choice) was replaced by the pick stage; the frozen ExportCfg
+    still accepts the key, so say so instead of ignoring it silently."""
+    if "model" in (load_params(params).get("export") or {}):
+        raise PipelineError(f"{params}: export.model is no longer read: the pick stage chooses the model to ship "
+                            f"(params `pick`); set pick.model to force one")
