@@ -66,3 +66,37 @@ def test_a_forced_model_is_shipped_and_says_what_the_rule_would_pick():
     assert "would ship `good-0.5`" in picked["reason"] and "failed run" in picked["reason"]
     with pytest.raises(PipelineError, match="pick.model: 'nope-0.5'"):
         choose(DENSE_ROW, runs(), PickCfg(model="nope-0.5"))
+
+
+def test_the_stage_ships_a_copy_of_the_chosen_model_and_refuses_export_model(tmp_path, tiny_data, params, capsys):
+    import json
+
+    import yaml
+
+    from pipeline.artifact import save_model
+    from pipeline.config import ModelCfg
+    from pipeline.models import create_model
+    from pipeline.stages import pick
+
+    reports, checkpoints = tmp_path / "reports", tmp_path / "checkpoints"
+    (reports / "finetune").mkdir(parents=True)
+    widths = {"dense": [16, 16, 8, 8, 8], "final/hqs_l0-0.5": [8, 8, 8, 8, 8], "final/magnitude-0.5": [8, 8, 4, 4, 4]}
+    for folder, channels in widths.items():
+        cfg = ModelCfg.model_validate({**params["model"], "decoder": {"Unet": {"decoder_channels": channels}}})
+        save_model(create_model(cfg), checkpoints / folder, {"model": cfg.model_dump(), "num_classes": 2})
+    (reports / "loss.json").write_text(json.dumps({"winner": "d", "candidates": {"d": {SCORE: 0.5, "test/iou": 0.5}}}))
+    for run, score in (("hqs_l0-0.5", 0.495), ("magnitude-0.5", 0.1)):  # magnitude: cheaper, failed
+        (reports / "finetune" / f"{run}.json").write_text(json.dumps({"final": {SCORE: score, "test/iou": 0.4}}))
+    settings = {"sweep": {"methods": ["hqs_l0", "magnitude"], "macs_reductions": [0.5]}, "pick": {"max_iou_drop": 0.01}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(settings))
+    args = ["--params", str(tmp_path / "params.yaml"), "--reports", str(reports), "--checkpoints", str(checkpoints),
+            "--data", str(tiny_data), "--out", str(reports / "pick.json"), "--ship", str(checkpoints / "ship")]
+    pick.main(args)
+    picked = json.loads((reports / "pick.json").read_text())
+    assert picked["choice"] == "hqs_l0-0.5" and picked["cost_size"] == [64, 64]
+    assert [row["model"] for row in picked["candidates"]] == ["dense", "hqs_l0-0.5", "magnitude-0.5"]
+    assert (checkpoints / "ship" / "model.pt").read_bytes() == (checkpoints / "final/hqs_l0-0.5/model.pt").read_bytes()
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({**settings, "export": {"model": "hqs_l0-0.5"}}))
+    with pytest.raises(SystemExit):
+        pick.main(args)
+    assert "export.model is no longer read" in capsys.readouterr().err
