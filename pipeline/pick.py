@@ -43,10 +43,12 @@ def _cheapest(rows: list[dict[str, Any]], objective: str) -> dict[str, Any]:
     return min(rows, key=lambda r: (r[objective], -r[SCORE], r["model"]))
 
 
-def _verdict(row: dict[str, Any], chosen: str, rule: PickCfg) -> str:
-    """Why one candidate is or is not the choice, in a few words."""
+def _verdict(row: dict[str, Any], chosen: str, by_rule: str, rule: PickCfg) -> str:
+    """Why one candidate is or is not the choice (`chosen`; `by_rule` the rule's), in a few words."""
     if row["model"] == chosen:
-        return "chosen"
+        return "chosen" if chosen == by_rule else "chosen (pick.model)"
+    if row["model"] == by_rule:
+        return "the rule's choice, overridden by pick.model"
     if row["failed"]:
         return f"failed run (val score below {FAIL_SHARE:.0%} of dense)"
     if not row["qualifies"]:
@@ -94,7 +96,7 @@ def choose(dense: dict[str, Any], runs: dict[str, dict[str, Any]], rule: PickCfg
         if chosen["failed"]:
             reason += f"; **`{chosen['model']}` is a failed run**"
     for row in table:
-        row["verdict"] = _verdict(row, chosen["model"], rule)
+        row["verdict"] = _verdict(row, chosen["model"], by_rule["model"], rule)
     return {"choice": chosen["model"], "rule": rule.model_dump(), "reason": reason,
             "forced": rule.model is not None, "candidates": table}
 

@@ -64,6 +64,8 @@ def test_a_forced_model_is_shipped_and_says_what_the_rule_would_pick():
     picked = choose(DENSE_ROW, runs(), PickCfg(model="dead-0.9"))
     assert picked["choice"] == "dead-0.9" and picked["forced"]
     assert "would ship `good-0.5`" in picked["reason"] and "failed run" in picked["reason"]
+    verdicts = {row["model"]: row["verdict"] for row in picked["candidates"]}
+    assert verdicts["dead-0.9"] == "chosen (pick.model)" and "overridden" in verdicts["good-0.5"]
     with pytest.raises(PipelineError, match="pick.model: 'nope-0.5'"):
         choose(DENSE_ROW, runs(), PickCfg(model="nope-0.5"))
 
