@@ -23,7 +23,7 @@ DENSE = "dense"
 ORT_NOTE = ("Why ONNX Runtime can be slower than PyTorch here: at small inputs one pass takes milliseconds, "
             "so per-operator costs outweigh the arithmetic (ONNX Runtime's CPU convolutions reorder tensors to "
             "and from a blocked NCHWc layout and hand every operator to its thread pool); at larger inputs the "
-            "arithmetic dominates: on 512 px scene windows ONNX Runtime ran the dense model 1.7x faster than "
+            "arithmetic dominates: on 512 px scene windows (batch 4) ONNX Runtime ran the dense model 1.7x faster than "
             "PyTorch on this project's 2-core machine (bench/results/scene.md).")
 
 
