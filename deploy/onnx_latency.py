@@ -15,6 +15,8 @@ from other processes hits both sides of every ratio alike.
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import statistics
 import time
 
@@ -27,6 +29,20 @@ def session(path: str, threads: int) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def device() -> str:
+    """The CPU model (/proc/cpuinfo on Linux, else `platform`), its cores and ONNX Runtime's
+    version: a latency means little without them."""
+    name = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f
+                         if line.split(":")[0].strip() in ("model name", "Model", "Hardware")), "")
+    except OSError:
+        pass
+    cpu = name or platform.processor() or platform.machine()
+    return f"{cpu} ({os.cpu_count()} cores), ONNX Runtime {ort.__version__}"
 
 
 def main() -> None:
@@ -58,7 +74,8 @@ def main() -> None:
             start = time.perf_counter()
             runs[i]()
             times[i].append((time.perf_counter() - start) * 1000)
-    print(f"batch 1, {args.size[0]}x{args.size[1]}, {args.threads} threads, {args.rounds} interleaved rounds")
+    print(f"batch 1, {args.size[0]}x{args.size[1]}, {args.threads} threads, {args.rounds} interleaved rounds "
+          f"on {device()}")
     for path, t in zip(args.models, times, strict=True):
         speedup = statistics.median(ref / mine for ref, mine in zip(times[0], t, strict=True))
         print(f"{path}: median {statistics.median(t):.1f} ms, p90 {np.percentile(t, 90):.1f} ms, "

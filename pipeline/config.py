@@ -242,9 +242,9 @@ class SweepCfg(Strict):
 
 
 class ExportCfg(Strict):
-    """Which fine-tuned model is the deliverable, and how it is exported."""
+    """How the deliverable (the model the pick stage chose) is exported."""
 
-    model: str = "hqs_l0-0.5"  # <method>-<macs_reduction> of a finetune run in the sweep
+    model: str = "hqs_l0-0.5"  # no longer read: the pick stage chooses (pipeline.pick); setting it is refused
     opset: int = Field(17, ge=13)
     max_abs_diff: float = Field(1e-3, gt=0)  # ONNX Runtime vs PyTorch logits on test images
     check_images: int = Field(4, ge=1)

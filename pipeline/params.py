@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import ValidationError
 
 from pipeline.config import (
     AugmentCfg,
@@ -22,11 +22,11 @@ from pipeline.config import (
     ReportCfg,
     Strict,
     SweepCfg,
-    SyntheticCfg,
     TrainCfg,
     TrainerCfg,
 )
 from pipeline.errors import PipelineError, did_you_mean, one_line
+from pipeline.sections import PickCfg, PretrainCfg
 
 
 class UniqueKeyLoader(yaml.SafeLoader):
@@ -91,25 +91,11 @@ def _keys_at(schema: type[Strict], loc: list[str]) -> list[str]:
     return list(schema.model_fields)
 
 
-class PretrainCfg(Strict):
-    """`pretrain`: the baseline stage's optional synthetic pretraining (pipeline.pretrain).
-
-    Defined here, not in pipeline.config (whose code is hashed by committed benchmark
-    records), and not in a module of its own: every stage imports this file, so a new
-    module here would become a code dep of every stage in dvc.yaml."""
-
-    enabled: bool = False  # off: the baseline trains from scratch on the prepared data, as before
-    # the synthetic generator's settings; n_train stays <= 1000 (SyntheticCfg) so it fits a CPU
-    synthetic: SyntheticCfg = SyntheticCfg(renderer="wires", n_train=300, n_val=40, n_test=8)
-    epochs: int = Field(5, ge=1)
-    lr: float | None = Field(None, gt=0)  # null: train.lr
-
-
 SECTIONS: dict[str, type[Strict]] = {
     "base": BaseCfg, "prepare": PrepareCfg, "model": ModelCfg, "train": TrainCfg,
     "trainer": TrainerCfg, "baseline": BaselineCfg, "augment": AugmentCfg, "loss": LossCfg,
-    "sweep": SweepCfg, "prune": PruneCfg, "finetune": FinetuneCfg, "export": ExportCfg, "report": ReportCfg,
-    "predict": PredictCfg, "pretrain": PretrainCfg,
+    "sweep": SweepCfg, "prune": PruneCfg, "finetune": FinetuneCfg, "pick": PickCfg, "export": ExportCfg,
+    "report": ReportCfg, "predict": PredictCfg, "pretrain": PretrainCfg,
 }
 
 

@@ -25,8 +25,8 @@ from torch import nn
 
 from pipeline.config import BaseCfg, PrepareCfg, TrainCfg, TrainerCfg
 from pipeline.data.prepare import prepare
-from pipeline.params import PretrainCfg
 from pipeline.resume import ResumeStore
+from pipeline.sections import PretrainCfg
 from pipeline.study import Variant
 from pipeline.train import fit
 

@@ -30,7 +30,8 @@ def missing_deps(root: Path) -> dict[str, list[str]]:
 
 
 def test_every_stage_is_found():
-    assert set(STAGES) == {"prepare", "baseline", "augment", "loss", "prune", "finetune", "export", "report"}
+    assert set(STAGES) == {"prepare", "baseline", "augment", "loss", "prune", "finetune", "pick", "export",
+                           "report"}
 
 
 def test_dvc_yaml_covers_every_file_each_stage_loads():

@@ -12,8 +12,8 @@ import pytest
 from pipeline.preset import apply_preset
 from tests.conftest import ROOT, reset_project, run
 
-STAGES = ("prepare", "baseline", "augment", "loss", "prune", "finetune", "export", "report")
-SECTIONS = ("## Speed", "## Pruning", "## Training curves", "## Test predictions", "## Export")
+STAGES = ("prepare", "baseline", "augment", "loss", "prune", "finetune", "pick", "export", "report")
+SECTIONS = ("## Verdict", "## Speed", "## Pruning", "## Training curves", "## Test predictions", "## Export")
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def project(tiny_project) -> Path:
 def test_dvc_repro_runs_end_to_end_then_does_nothing(tiny_project):
     project, first = tiny_project
     pruning = [f"{stage}@{method}-0.5" for stage in ("prune", "finetune") for method in ("hqs_l0", "magnitude")]
-    for stage in ("prepare", "baseline", "augment", "loss", *pruning, "export", "report"):
+    for stage in ("prepare", "baseline", "augment", "loss", *pruning, "pick", "export", "report"):
         assert f"Running stage '{stage}'" in first
     baseline = json.loads((project / "reports" / "baseline.json").read_text())
     assert baseline["winner"] in baseline["candidates"]
@@ -40,8 +40,12 @@ def test_dvc_repro_runs_end_to_end_then_does_nothing(tiny_project):
     shown = subprocess.run([sys.executable, "-m", "dvc", "metrics", "show", "--json"], cwd=project,
                            capture_output=True, text=True, check=True).stdout
     figures = json.loads(shown)[""]["data"]["reports/summary.json"]["data"]  # the only metrics file
-    assert figures["ship_iou"] == rows["hqs_l0-0.5 fine-tuned"]["test/iou"]  # export.model
-    assert rows["hqs_l0-0.5 fine-tuned"]["eager_speedup"] > 0 and rows["hqs_l0-0.5 fine-tuned"]["onnx_peak_mb"] > 0
+    picked = json.loads((project / "reports" / "pick.json").read_text())
+    dense = next(name for name in rows if name.endswith("(dense)"))
+    ship = dense if picked["choice"] == "dense" else f"{picked['choice']} fine-tuned"
+    assert figures["ship_iou"] == rows[ship]["test/iou"]  # the pick stage's choice
+    assert f"Recommended model: `{picked['choice']}`" in "\n".join(report.splitlines()[:40])
+    assert rows["hqs_l0-0.5 fine-tuned"]["eager_speedup"] > 0 and rows["hqs_l0-0.5 fine-tuned"]["onnx_mb"] > 0
     second = run([sys.executable, "-m", "dvc", "repro"], project)
     assert "Running stage" not in second, second
 

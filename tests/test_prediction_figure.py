@@ -130,7 +130,7 @@ def test_the_report_section_ranks_by_the_exported_model_and_draws_every_fine_tun
     paths = ReportPaths(**{field.name: tmp_path / field.name for field in dataclasses.fields(ReportPaths)})
     paths = dataclasses.replace(paths, data=tiny_data)
     rows = final_rows({"a-0.5": True, "b-0.5": False})
-    text = "\n".join(prediction_section(rows, ["a-0.5", "b-0.5"], ("b-0.5", "export.model"), folders, paths, 3))
-    assert "per-image IoU of `b-0.5` (export.model)" in text and 'src="figures/predictions.png"' in text
+    text = "\n".join(prediction_section(rows, ["a-0.5", "b-0.5"], ("b-0.5", "the model to ship"), folders, paths, 3))
+    assert "per-image IoU of `b-0.5` (the model to ship)" in text and 'src="figures/predictions.png"' in text
     assert cv2.imread(str(paths.plots / "predictions.png")).shape[1] <= MAX_WIDTH
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-0.5", "b-0.5", "dense", "plots"]  # nothing else written

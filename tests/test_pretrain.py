@@ -12,8 +12,9 @@ import yaml
 
 import pipeline.study
 from pipeline.artifact import load_model
-from pipeline.params import PretrainCfg, load_sections
+from pipeline.params import load_sections
 from pipeline.pretrain import state_hash
+from pipeline.sections import PretrainCfg
 from pipeline.stages import baseline
 from tests.conftest import ROOT
 

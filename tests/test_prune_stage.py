@@ -156,6 +156,33 @@ def test_prune_then_finetune_stages(method, dense, tiny_data, params, tmp_path):
     assert macs_and_params(final, 64)[0] == macs_and_params(model, 64)[0]
 
 
+def snapshot(folder: Path) -> dict[str, float]:
+    """{file: modification time} of every file under `folder`."""
+    return {str(f.relative_to(folder)): f.stat().st_mtime for f in folder.rglob("*") if f.is_file()}
+
+
+def test_own_model_commands_write_only_into_their_out_folder(dense, tiny_data, params, tmp_path, monkeypatch):
+    """The README's own-model commands with one --out each: the record and the curves go in
+    it too, nothing lands in the working directory or beside the inputs."""
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)  # where the old fixed defaults (reports/prune/hqs_l0-0.5.json, logs/...) landed
+    inputs = {folder: snapshot(folder) for folder in (dense, tiny_data)}
+    prune.main(["--params", str(path), "--model", str(dense), "--data", str(tiny_data), "--method", "hqs_l0",
+                "--macs-reduction", "0.5", "--out", "my_pruned"])
+    finetune.main(["--params", str(path), "--model", "my_pruned", "--dense", str(dense), "--data", str(tiny_data),
+                   "--out", "my_final"])
+    assert sorted(p.name for p in work.iterdir()) == ["my_final", "my_pruned"]
+    for out, record in (("my_pruned", "prune.json"), ("my_final", "finetune.json")):
+        assert (work / out / record).is_file() and any((work / out / "logs").rglob("*.tsv"))
+        load_model(work / out)
+    assert {folder: snapshot(folder) for folder in inputs} == inputs
+    with pytest.raises(SystemExit):  # no default --out: it would overwrite the pipeline's run
+        prune.main(["--params", str(path), "--model", str(dense), "--data", str(tiny_data)])
+
+
 def test_an_already_pruned_model_is_refused(dense, tiny_data, params, tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))

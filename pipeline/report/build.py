@@ -1,4 +1,5 @@
-"""The whole report: read the records of the current sweep, time the models, draw, write the files."""
+"""The whole report: read the records of the current sweep and the pick stage's choice, time the
+models, draw, write the files (the verdict on the model to ship first)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,23 @@ from typing import Any
 from pipeline.artifact import load_card, load_model, save_model, write_json
 from pipeline.config import ModelCfg, ReportCfg, SweepCfg
 from pipeline.models import create_model
+from pipeline.pick import DENSE as PICKED_DENSE
 from pipeline.plots import template_histograms
 from pipeline.report.collect import curves, evaluation_size, gather, model_rows, read_json, sweep_runs
 from pipeline.report.figures import CURVES, channels_per_layer, pareto, training_curves
 from pipeline.report.predictions import MAX_MODELS, gather_shown, prediction_figure
 from pipeline.report.render import model_table, prune_notes, to_html
-from pipeline.report.timing import DENSE, measure_models, speed_notes
+from pipeline.report.timing import (
+    DENSE,
+    ORT_NOTE,
+    describe_environment,
+    measure_models,
+    speed_notes,
+    timing_environment,
+)
+from pipeline.report.verdict import iou_change, training_data, verdict
 from pipeline.report.views import cost_points, curve_rows, summary
+from pipeline.scoring import split_counts
 from pipeline.selection import FAIL_SHARE, SCORE
 
 STAGES = ("baseline", "augment", "loss", "prune", "finetune")
@@ -38,6 +49,7 @@ class ReportPaths:
     plots: Path  # figures folder
     summary: Path  # the few figures `dvc metrics show` lists (JSON)
     curves: Path  # val score per epoch per model, for `dvc plots show` (JSON)
+    pick: Path  # the pick stage's choice of the model to ship (JSON)
 
 
 def other_networks(rows: dict, folder: Path, num_classes: int) -> dict[str, Path]:
@@ -67,14 +79,24 @@ def attach_speed(rows: dict, speed: dict) -> None:
             row.update(speed[DENSE])
 
 
-def shipped_run(finetuned: dict[str, Any], export_model: str) -> str | None:
-    """The fine-tuned run the report presents as the deliverable: `export.model` if the sweep
-    has it, else the sweep's first run; None if nothing was fine-tuned."""
-    return export_model if export_model in finetuned else next(iter(finetuned), None)
+def shipped_run(picked: dict[str, Any]) -> str | None:
+    """The fine-tuned run the pick stage chose to ship; None when it chose the dense model."""
+    return None if picked["choice"] == PICKED_DENSE else picked["choice"]
+
+
+def shipped_change(folders: dict[str, Path], ship: str | None, data: Path) -> tuple[dict[str, float] | None, int]:
+    """(iou_change of the shipped model against dense on the test split, or None when dense is
+    shipped; the number of test images), each model at its own tuned threshold."""
+    counts = {}
+    for key in (DENSE, ship) if ship else (DENSE,):
+        model, card = load_model(folders[key])
+        counts[key] = split_counts(model, data, card.threshold)
+    images = len(counts[DENSE]["names"])
+    return (iou_change(counts[DENSE], counts[ship]) if ship else None), images
 
 
 def figure_sections(rows: dict, records: dict, folders: dict[str, Path], paths: ReportPaths,
-                    panel_images: int, final: str) -> list[str]:
+                    panel_images: int, ship: str | None) -> list[str]:
     """Draw the figures into paths.plots; return their Markdown sections."""
     figures = paths.plots
     pareto(rows, figures / "iou_vs_gmacs.png")
@@ -93,10 +115,8 @@ def figure_sections(rows: dict, records: dict, folders: dict[str, Path], paths: 
                              for m in CURVES} for stage in STAGES},
                     figures / "training_curves.png")
     sections += ["## Training curves", "![training curves](figures/training_curves.png)"]
-    why = ("`export.model`, the model exported" if final in runs else
-           "the first fine-tuned run: `export.model` is not in the sweep" if runs else "no fine-tuned model")
-    ranker = shipped_run(records["finetune"], final)
-    return [*sections, *prediction_section(rows, runs, (ranker, why), folders, paths, panel_images)]
+    why = "the model to ship" if ship else "the dense model, the one to ship"
+    return [*sections, *prediction_section(rows, runs, (ship, why), folders, paths, panel_images)]
 
 
 def prediction_columns(rows: dict, runs: list[str], ranker: str | None) -> tuple[dict[str, str], list[str]]:
@@ -144,10 +164,12 @@ def export_section(path: Path) -> list[str]:
             f"images. Metadata: normalisation, classes, threshold {r['threshold']:.2f}, opset."]
 
 
-def write_report(paths: ReportPaths, cfg: ReportCfg, sweep: SweepCfg, export_model: str) -> str:
-    """Read the records of the sweep's runs and the models; measure; write the report files and
-    figures. Returns the model table."""
+def write_report(paths: ReportPaths, cfg: ReportCfg, sweep: SweepCfg) -> str:
+    """Read the records of the sweep's runs, the pick stage's choice and the models; measure;
+    write the report files and figures. Returns the model table."""
     records = gather(paths.reports, sweep_runs(sweep))
+    picked = read_json(paths.pick)
+    ship = shipped_run(picked)
     rows = model_rows(records)
     size = evaluation_size(paths.data)
     folders = {DENSE: paths.checkpoints / "dense",
@@ -156,11 +178,16 @@ def write_report(paths: ReportPaths, cfg: ReportCfg, sweep: SweepCfg, export_mod
         num_classes = load_card(folders[DENSE]).num_classes
         speed = measure_models({**folders, **other_networks(rows, Path(tmp), num_classes)}, size, cfg)
     attach_speed(rows, speed)
-    sections = figure_sections(rows, records, folders, paths, cfg.panel_images, export_model)
+    timing = f"batch 1 at {size[0]}x{size[1]}, {describe_environment(timing_environment(cfg.threads))}"
+    change, images = shipped_change(folders, ship, paths.data)
+    opening = verdict(picked, rows, change, images, timing, training_data(paths.data))
+    sections = figure_sections(rows, records, folders, paths, cfg.panel_images, ship)
     sections += export_section(paths.reports / "export.json")
     text = "\n\n".join([
-        "# Power-line segmentation: accuracy vs cost", model_table(rows), explain(size, cfg, records),
-        "## Speed", "\n".join(speed_notes(rows, speed)) or "no fine-tuned models",
+        "# Power-line segmentation: the model to ship", "\n".join(opening),
+        "## Every model", model_table(rows), explain(size, cfg, timing),
+        "## Speed", f"Timed on {timing}. {ORT_NOTE}",
+        "\n".join(speed_notes(rows, speed)) or "no fine-tuned models",
         *sections])
     paths.out.parent.mkdir(parents=True, exist_ok=True)
     paths.out.write_text(text + "\n")
@@ -168,15 +195,14 @@ def write_report(paths: ReportPaths, cfg: ReportCfg, sweep: SweepCfg, export_mod
     write_json({name: {k: v for k, v in row.items() if isinstance(v, float | int)} for name, row in rows.items()},
                paths.metrics)
     write_json(cost_points(rows), paths.points)
-    write_json(summary(rows, shipped_run(records["finetune"], export_model)), paths.summary)
+    write_json(summary(rows, ship), paths.summary)
     write_json(curve_rows(rows, paths.logs, records["studies"]["loss"]["winner"], list(records["finetune"])),
                paths.curves)
     return model_table(rows)
 
 
-def explain(size: tuple[int, int], cfg: ReportCfg, records: dict) -> str:
+def explain(size: tuple[int, int], cfg: ReportCfg, timing: str) -> str:
     """How the table's figures were measured."""
-    cost = records["studies"]["baseline"]["cost_size"]
     return (f"IoU, mIoU, F1: power-line class, pixels summed over the test split, strict (no distance "
             f"tolerance), at the threshold tuned on val. Tol. F1: precision = share of predicted line pixels "
             f"within 0.0075 of the image diagonal of a true line pixel, recall = share of true line pixels "
@@ -185,10 +211,10 @@ def explain(size: tuple[int, int], cfg: ReportCfg, records: dict) -> str:
             f"F1, the score every checkpoint, early stop and study choice is made by ({SCORE}). A pruning run "
             f"has **failed** when its final {SCORE} is below {FAIL_SHARE:.0%} of the dense model's: both its "
             f"rows are marked and it is never a leader (Pareto front, speed list). GMACs and Mparams at "
-            f"{cost}x{cost} (Torch-Pruning's "
-            f"counter). Latency: batch 1 at the evaluation size {size[0]}x{size[1]}, {cfg.threads} threads, "
+            f"{size[0]}x{size[1]}, the size latency is timed at (Torch-Pruning's counter). Latency: {timing}, "
             f"{cfg.warmup} warm-up runs, {cfg.rounds} rounds with the models interleaved; 'x dense' = median "
             f"over rounds of the paired ratio dense time / model time. Pruned rows share their fine-tuned "
-            f"model's network, study rows the dense one's. Peak MB: peak resident memory of a fresh process "
-            f"that loads the model and runs one image (runtime included). Baseline candidates of another "
-            f"size than the dense model are timed as untrained networks of their architecture.")
+            f"model's network, study rows the dense one's. ONNX MB: size of the model's ONNX file (what "
+            f"ships); peak MB ORT: peak resident memory of a fresh process that loads the ONNX file and runs "
+            f"one image in ONNX Runtime (runtime included). Baseline candidates of another size than the "
+            f"dense model are timed as untrained networks of their architecture.")

@@ -17,7 +17,7 @@ COLUMNS = (  # (header, row key, format)
     ("GMACs", "gmacs", ".3f"),
     ("eager ms", "eager_ms", ".1f"), ("eager x dense", "eager_speedup", ".2f"),
     ("ORT ms", "onnx_ms", ".1f"), ("ORT x dense", "onnx_speedup", ".2f"),
-    ("peak MB eager", "eager_peak_mb", ".0f"), ("peak MB ORT", "onnx_peak_mb", ".0f"),
+    ("ONNX MB", "onnx_mb", ".1f"), ("peak MB ORT", "onnx_peak_mb", ".0f"),
 )
 STYLE = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
          "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;"

@@ -1,7 +1,10 @@
-"""Latency and peak memory of the dense and fine-tuned models, measured one way for all."""
+"""Latency, cost and file size of the dense and fine-tuned models, measured one way for all,
+with the machine and runtime versions the timings belong to."""
 
 from __future__ import annotations
 
+import os
+import platform
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -11,21 +14,59 @@ from tqdm import tqdm
 from pipeline.artifact import load_model
 from pipeline.config import ReportCfg
 from pipeline.export import export_onnx
+from pipeline.measure import macs_and_params
 from pipeline.memory import peak_memory
 from pipeline.speed import interleaved, onnx_runner, torch_runner
 
 DENSE = "dense"
+# Why a cut can look slower in ONNX Runtime than in PyTorch: said once wherever latency is shown.
+ORT_NOTE = ("Why ONNX Runtime can be slower than PyTorch here: at small inputs one pass takes milliseconds, "
+            "so per-operator costs outweigh the arithmetic (ONNX Runtime's CPU convolutions reorder tensors to "
+            "and from a blocked NCHWc layout and hand every operator to its thread pool); at larger inputs the "
+            "arithmetic dominates: on 512 px scene windows (batch 4) ONNX Runtime ran the dense model 1.7x faster than "
+            "PyTorch on this project's 2-core machine (bench/results/scene.md).")
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (Linux), else what `platform` knows."""
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):  # noqa: SIM115 - read to the first match
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "Model", "Hardware"):
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def timing_environment(threads: int) -> dict[str, Any]:
+    """What every latency figure depends on besides the model: machine, threads, runtime versions."""
+    import onnxruntime
+    import torch
+
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": threads, "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
+
+
+def describe_environment(env: dict[str, Any]) -> str:
+    """One line: `{cpu} ({cores} cores), {threads} threads, PyTorch x, ONNX Runtime y, Python z`."""
+    threads = f"{env['threads']} thread" + ("s" if env["threads"] != 1 else "")
+    return (f"{env['cpu']} ({env['cores']} cores), {threads}, PyTorch {env['torch']}, "
+            f"ONNX Runtime {env['onnxruntime']}, Python {env['python']}")
 
 
 def measure_models(folders: dict[str, Path], size: tuple[int, int], cfg: ReportCfg) -> dict[str, dict[str, Any]]:
     """Per model folder ({DENSE: ..., run: ...}): eager and ONNX Runtime median latency and
-    speed-up over DENSE (paired, interleaved in one run), and peak RSS in a fresh process."""
+    speed-up over DENSE (paired, interleaved in one run), GMACs and Mparams counted at the
+    timed size, the ONNX file's size, and ONNX Runtime's peak RSS in a fresh process. (Eager
+    peak memory is left out: PyTorch's runtime, about 800 MB, hid any model's share.)"""
     height, width = size
     with tempfile.TemporaryDirectory(prefix="report-onnx-") as tmp:
-        onnx = {}
-        runners = {}
+        onnx, runners, costs = {}, {}, {}
         for name, folder in folders.items():
             model, card = load_model(folder)
+            macs, params = macs_and_params(model, height, width)
+            costs[name] = {"gmacs": macs / 1e9, "mparams": params / 1e6}
             onnx[name] = Path(tmp) / f"{name}.onnx"
             export_onnx(model, card, onnx[name], height, width)
             runners[f"eager {name}"] = torch_runner(model, height, width, cfg.threads)
@@ -36,11 +77,12 @@ def measure_models(folders: dict[str, Path], size: tuple[int, int], cfg: ReportC
         ort = interleaved({k: v for k, v in runners.items() if k.startswith("onnx")}, f"onnx {DENSE}",
                           cfg.rounds, cfg.warmup)
         table = {}
-        for name, folder in tqdm(folders.items(), desc="peak memory (fresh process each)", unit="model"):
+        for name in tqdm(folders, desc="peak memory (fresh process each)", unit="model"):
             table[name] = {
+                **costs[name],
                 "eager_ms": eager[f"eager {name}"]["median_ms"], "eager_speedup": eager[f"eager {name}"]["speedup"],
                 "onnx_ms": ort[f"onnx {name}"]["median_ms"], "onnx_speedup": ort[f"onnx {name}"]["speedup"],
-                "eager_peak_mb": peak_memory(folder, height, width, cfg.threads)["peak_mb"],
+                "onnx_mb": onnx[name].stat().st_size / 1e6,
                 "onnx_peak_mb": peak_memory(onnx[name], height, width, cfg.threads)["peak_mb"],
             }
     return table

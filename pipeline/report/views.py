@@ -20,7 +20,7 @@ SUMMARY = {
     "ship_iou": "test IoU of the model to ship",
     "iou_change": "ship_iou - dense_iou (negative: the shipped model is worse)",
     "val_drop": f"dense {SCORE} - shipped {SCORE} (the figure models are chosen by)",
-    "ship_gmacs": "GMACs per image of the model to ship (cost size)",
+    "ship_gmacs": "GMACs per image of the model to ship (at the size latency is timed at)",
     "macs_cut": "1 - ship_gmacs / dense GMACs",
     "ship_mparams": "millions of parameters of the model to ship",
     "speedup": "PyTorch eager latency of dense / shipped (median paired ratio)",

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from pipeline.cli import run
 
-__all__ = ["add_paths", "add_resume", "parser", "resume_store", "run", "study_main"]
+__all__ = ["add_output", "add_paths", "add_resume", "output_paths", "parser", "resume_store", "run", "study_main"]
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -28,6 +28,22 @@ def add_paths(p: argparse.ArgumentParser, **paths: tuple[str, str]) -> None:
     """One --name option per path: name=(default, help). dvc.yaml passes them all."""
     for name, (default, text) in paths.items():
         p.add_argument(f"--{name}", type=Path, default=Path(default), help=f"{text} (default: {default})")
+
+
+def add_output(p: argparse.ArgumentParser, record: str, what: str) -> None:
+    """--out (required: the one output folder) and --report / --logs, which default to
+    `<out>/<record>` and `<out>/logs`, so a run by hand writes nothing outside --out (a fixed
+    default path would overwrite the pipeline's own run of that name). dvc.yaml passes all three."""
+    p.add_argument("--out", type=Path, required=True, help=f"{what} folder; every output goes in it unless "
+                                                              "--report / --logs put it elsewhere")
+    p.add_argument("--report", type=Path, default=None, help=f"record (JSON) (default: <out>/{record})")
+    p.add_argument("--logs", type=Path, default=None, help="training curves, DVCLive (default: <out>/logs)")
+
+
+def output_paths(args: argparse.Namespace, record: str) -> None:
+    """Fill in the --report and --logs that add_output left to default to --out."""
+    args.report = args.report or args.out / record
+    args.logs = args.logs or args.out / "logs"
 
 
 def add_resume(p: argparse.ArgumentParser) -> None:

@@ -1,7 +1,7 @@
-"""Stage `export`: the deliverable fine-tuned model as ONNX, checked against PyTorch.
+"""Stage `export`: the model to ship as ONNX, checked against PyTorch.
 
-`export.model` names the fine-tuned run (<method>-<macs_reduction>) dvc.yaml passes as
---model. The ONNX file carries normalisation, classes, tuned threshold and opset as
+dvc.yaml passes --model checkpoints/ship, the model folder the `pick` stage chose. The ONNX
+file carries normalisation, classes, tuned threshold and opset as
 metadata; ONNX Runtime must match PyTorch's logits on real test images.
 """
 
@@ -15,6 +15,7 @@ from pipeline.artifact import load_model, write_json
 from pipeline.data.datamodule import PreparedSplit, eval_transform, pad_collate
 from pipeline.export import check_export, export_onnx
 from pipeline.params import load_sections
+from pipeline.pick import refuse_export_model
 from pipeline.stages._cli import add_paths, parser, run
 
 
@@ -27,12 +28,13 @@ def check_inputs(data: Path, count: int) -> list[np.ndarray]:
 def main(argv: list[str] | None = None) -> None:
     """Export --model to --out (ONNX), check it on test images, write --report."""
     p = parser(__doc__)
-    add_paths(p, model=("checkpoints/final/hqs_l0-0.5", "fine-tuned model folder"),
+    add_paths(p, model=("checkpoints/ship", "model folder to export (the pick stage's)"),
               data=("data/prepared", "prepared data set (test images for the check)"),
               out=("export/model.onnx", "ONNX file"), report=("reports/export.json", "record (JSON)"))
     args = p.parse_args(argv)
 
     def body() -> None:
+        refuse_export_model(args.params)
         (cfg,) = load_sections(args.params, "export")
         model, card = load_model(args.model)
         images = check_inputs(args.data, cfg.check_images)

@@ -2,6 +2,7 @@
 
 Equal budgets: methods that did not spend `prune.epochs` sparsifying get those epochs here
 on top of `finetune.epochs`. `finetune.distill: logit` distils from the dense model.
+`--out DIR` alone puts the model, its record (DIR/finetune.json) and curves (DIR/logs) in DIR.
 """
 
 from __future__ import annotations
@@ -9,18 +10,20 @@ from __future__ import annotations
 from pipeline.artifact import save_model, write_json
 from pipeline.params import load_sections
 from pipeline.pruning.run import finetune
-from pipeline.stages._cli import add_paths, add_resume, parser, resume_store, run
+from pipeline.stages._cli import add_output, add_paths, add_resume, output_paths, parser, resume_store, run
+
+RECORD = "finetune.json"  # the record's name in --out when --report is not given
 
 
 def main(argv: list[str] | None = None) -> None:
     """Fine-tune --model (a pruned model folder); write --out and --report."""
     p = parser(__doc__)
     add_paths(p, model=("checkpoints/pruned/hqs_l0-0.5", "pruned model folder"),
-              dense=("checkpoints/dense", "dense model, the teacher"), data=("data/prepared", "prepared data set"),
-              out=("checkpoints/final/hqs_l0-0.5", "output model folder"),
-              report=("reports/finetune/hqs_l0-0.5.json", "record (JSON)"), logs=("logs/finetune/hqs_l0-0.5", "curves"))
+              dense=("checkpoints/dense", "dense model, the teacher"), data=("data/prepared", "prepared data set"))
+    add_output(p, RECORD, "fine-tuned model")
     add_resume(p)
     args = p.parse_args(argv)
+    output_paths(args, RECORD)
 
     def body() -> None:
         sections = load_sections(args.params, "base", "trainer", "finetune")

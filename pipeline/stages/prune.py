@@ -3,7 +3,8 @@
 The method (a name in pipeline/pruning/registry.py) and the MAC target come from the
 command line, which dvc.yaml's matrix fills from the `sweep` section; how to sparsify from
 the `prune` section (its common keys and the method's own block). Works on any model
-folder (model.json + model.pt), e.g. your own smp checkpoint, without the earlier stages.
+folder (model.json + model.pt), e.g. your own smp checkpoint, without the earlier stages:
+`--out DIR` alone puts the model, its record (DIR/prune.json) and curves (DIR/logs) in DIR.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from pipeline.params import load_sections
 from pipeline.pruning.registry import method_names
 from pipeline.pruning.run import prune
 from pipeline.selection import SCORE
-from pipeline.stages._cli import add_paths, add_resume, parser, resume_store, run
+from pipeline.stages._cli import add_output, add_paths, add_resume, output_paths, parser, resume_store, run
+
+RECORD = "prune.json"  # the record's name in --out when --report is not given
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -24,11 +27,11 @@ def main(argv: list[str] | None = None) -> None:
     p = parser(__doc__)
     p.add_argument("--method", default="hqs_l0", choices=method_names(), help="pruning method (default: hqs_l0)")
     p.add_argument("--macs-reduction", type=float, default=0.5, help="fraction of the dense MACs to remove")
-    add_paths(p, model=("checkpoints/dense", "dense model folder"), data=("data/prepared", "prepared data set"),
-              out=("checkpoints/pruned/hqs_l0-0.5", "pruned model folder"),
-              report=("reports/prune/hqs_l0-0.5.json", "record (JSON)"), logs=("logs/prune/hqs_l0-0.5", "curves"))
+    add_paths(p, model=("checkpoints/dense", "dense model folder"), data=("data/prepared", "prepared data set"))
+    add_output(p, RECORD, "pruned model")
     add_resume(p)
     args = p.parse_args(argv)
+    output_paths(args, RECORD)
 
     def body() -> None:
         sections = load_sections(args.params, "base", "trainer", "prune")

@@ -1,0 +1,118 @@
+"""The report's opening: which model to ship, by which rule, what it costs in test IoU (with a
+paired bootstrap interval over test images), what it gains in measured speed and file size,
+what data it saw, and why; failed runs named. The choice itself is the pick stage's
+(reports/pick.json): the report only explains it, with test figures the rule never read."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from pipeline.metrics import ratio
+from pipeline.pick import DENSE, OBJECTIVES
+from pipeline.selection import FAIL_SHARE, SCORE
+
+LEVEL = 0.95  # confidence level of the test IoU change's interval
+RESAMPLES = 2000
+
+
+def _iou(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Line IoU of counts summed over images (the last axis)."""
+    hits = tp.sum(axis)
+    return ratio(hits, hits + fp.sum(axis) + fn.sum(axis))
+
+
+def iou_change(dense: dict[str, list[int]], ship: dict[str, list[int]], seed: int = 0) -> dict[str, float]:
+    """{"dense", "ship": test IoU of each, "change": ship - dense, "low", "high": its interval}:
+    IoU from tp/fp/fn summed over the test images, the interval a paired BCa bootstrap over
+    images (both models resampled alike, as the benchmark does); NaN bounds when the
+    resamples do not vary or there is one image."""
+    arrays = [np.asarray(counts[key], dtype=float) for counts in (dense, ship) for key in ("tp", "fp", "fn")]
+
+    def change(dtp, dfp, dfn, stp, sfp, sfn, axis=-1):  # noqa: ANN001, ANN202 - scipy's statistic protocol
+        return _iou(stp, sfp, sfn, axis) - _iou(dtp, dfp, dfn, axis)
+
+    found = {"dense": float(_iou(*arrays[:3])), "ship": float(_iou(*arrays[3:])), "change": float(change(*arrays)),
+             "low": float("nan"), "high": float("nan")}
+    if len(arrays[0]) < 2:  # nothing to resample
+        return found
+    with warnings.catch_warnings():  # degenerate resamples: scipy warns and returns NaN, said in the text
+        warnings.simplefilter("ignore")
+        interval = stats.bootstrap(arrays, change, paired=True, vectorized=True, confidence_level=LEVEL,
+                                   n_resamples=RESAMPLES, method="BCa", rng=np.random.default_rng(seed))
+    found["low"], found["high"] = (float(bound) for bound in interval.confidence_interval)
+    return found
+
+
+def training_data(data: Path) -> str:
+    """Where the models' training images came from (the prepared data's manifest), with a
+    warning when they were all synthetic."""
+    manifest = json.loads((data / "manifest.json").read_text())
+    splits = {name: split["images"] for name, split in manifest.get("splits", {}).items()}
+    line = (f"`{manifest['source']}`, {splits.get('train', 0)} training images "
+            f"({splits.get('val', 0)} val, {splits.get('test', 0)} test)")
+    if manifest["source"] == "synthetic":
+        line += (". **Synthetic images only: the model has never seen a real photo; expect it to miss real wires "
+                 "until it is trained on real data (prepare.source)**")
+    return line
+
+
+def _test_iou(change: dict[str, float] | None, dense_iou: float, images: int) -> str:
+    """The test IoU line's text: shipped against dense, the change and its interval."""
+    if change is None:
+        return f"{dense_iou:.3f}, the dense model itself (no change)"
+    text = f"{change['ship']:.3f} against {change['dense']:.3f} for dense: {change['change']:+.3f}"
+    if np.isnan(change["low"]) or np.isnan(change["high"]):
+        return f"{text} (no interval: the {images} test images do not vary enough to resample)"
+    return (f"{text} ({LEVEL:.0%} paired bootstrap interval over the {images} test images: "
+            f"{change['low']:+.3f} to {change['high']:+.3f})")
+
+
+def verdict(picked: dict[str, Any], rows: dict[str, dict[str, Any]], change: dict[str, float] | None,
+            images: int, timing: str, data: str) -> list[str]:
+    """The verdict section's lines (Markdown). `picked` is reports/pick.json, `rows` the
+    report's model rows with timing attached, `change` iou_change's result (None: dense is
+    shipped), `timing` where and how latency was measured, `data` training_data's line."""
+    dense = next(row for row in rows.values() if row["kind"] == "dense")
+    choice = picked["choice"]
+    ship = dense if choice == DENSE else rows[f"{choice} fine-tuned"]
+    rule = picked["rule"]
+    unit = OBJECTIVES[rule["objective"]]
+    failed = [row["model"] for row in picked["candidates"] if row["failed"]]
+    forced = f" **Forced by `pick.model: {rule['model']}`.**" if picked.get("forced") else ""
+    lines = [
+        "## Verdict",
+        "",
+        f"- **Recommended model: `{choice}`** (`checkpoints/ship`, exported as `export/model.onnx`).{forced}",
+        f"- **Rule** (params.yaml `pick`): the fewest {unit} among the dense model and the fine-tuned runs whose "
+        f"val IoU at the tuned threshold ({SCORE}) is at most {rule['max_iou_drop']:.3f} below the dense model's; "
+        f"failed runs excluded; test figures are reported here, never used to choose.",
+        f"- **Test IoU:** {_test_iou(change, dense['test/iou'], images)}.",
+        f"- **Measured speed-up over dense:** {ship['eager_speedup']:.2f}x PyTorch eager "
+        f"({ship['eager_ms']:.1f} ms), {ship['onnx_speedup']:.2f}x ONNX Runtime ({ship['onnx_ms']:.1f} ms); {timing}.",
+        f"- **Cost:** {ship['gmacs']:.3g} GMACs per image at the timed size (dense {dense['gmacs']:.3g}: "
+        f"{ship['gmacs'] / dense['gmacs'] - 1:+.0%}), {ship['mparams']:.3g} M parameters "
+        f"(dense {dense['mparams']:.3g}).",
+        f"- **File size:** {ship['onnx_mb']:.1f} MB as ONNX (dense {dense['onnx_mb']:.1f} MB).",
+        f"- **Training data:** {data}.",
+        f"- **Why:** {picked['reason']}.",
+        "- **Failed runs** (val IoU below "
+        f"{FAIL_SHARE:.0%} of dense, excluded): " + (", ".join(f"`{name}` **failed**" for name in failed) or "none"),
+    ]
+    return lines + ["", *candidate_table(picked)]
+
+
+def candidate_table(picked: dict[str, Any]) -> list[str]:
+    """The pick stage's table: every candidate's val figures and costs, the test IoU it did not use."""
+    lines = ["| candidate | val IoU tuned | val drop | GMACs | Mparams | test IoU | verdict |", "|---" * 7 + "|"]
+    for row in picked["candidates"]:
+        test = f"{row['test/iou']:.3f}" if "test/iou" in row else "-"
+        verdict_text = f"**{row['verdict']}**" if row["failed"] or row["model"] == picked["choice"] else row["verdict"]
+        lines.append(f"| {row['model']} | {row[SCORE]:.3f} | {row['val_drop']:+.3f} | {row['gmacs']:.3f} | "
+                     f"{row['mparams']:.2f} | {test} | {verdict_text} |")
+    return lines

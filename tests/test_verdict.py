@@ -1,0 +1,102 @@
+"""The report opens with the verdict: the model the pick stage chose, the rule, the test IoU
+change with its interval, the measured speed-up, the file size, the training data and the
+reason, failed runs marked; costs counted at the timed size, with the machine and versions."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+
+from pipeline.artifact import save_model
+from pipeline.config import ModelCfg, ReportCfg, SweepCfg
+from pipeline.models import create_model
+from pipeline.pick import choose
+from pipeline.report.build import ReportPaths, write_report
+from pipeline.report.verdict import iou_change
+from pipeline.sections import PickCfg
+from pipeline.selection import SCORE
+from tests.test_dvc_views import write_curve
+
+WIDTHS = {"dense": [16, 16, 8, 8, 8], "hqs_l0-0.5": [8, 8, 8, 8, 8], "magnitude-0.5": [8, 8, 4, 4, 4]}
+VAL = {"dense": 0.5, "hqs_l0-0.5": 0.495, "magnitude-0.5": 0.1}  # magnitude: the cheapest, failed
+MPARAMS = {"dense": 3.0, "hqs_l0-0.5": 2.0, "magnitude-0.5": 1.0}
+
+
+def figures(name: str) -> dict[str, float]:
+    """A record's figures (GMACs at a cost size other than the timed one: the report recounts)."""
+    return {SCORE: VAL[name], "val/iou": VAL[name], "test/iou": 0.3, "test/miou": 0.6, "test/f1": 0.4,
+            "test/tol_f1": 0.5, "gmacs": 99.0, "mparams": MPARAMS[name]}
+
+
+def fake_project(root: Path, data: Path, model: dict) -> ReportPaths:
+    """Tiny models and the stage records the report reads, for a sweep of two runs."""
+    paths = ReportPaths(**{field.name: root / field.name for field in dataclasses.fields(ReportPaths)})
+    paths = dataclasses.replace(paths, data=data, out=root / "reports" / "report.md",
+                                html=root / "reports" / "report.html", plots=root / "reports" / "figures")
+    for name, channels in WIDTHS.items():
+        cfg = ModelCfg.model_validate({**model, "decoder": {"Unet": {"decoder_channels": channels}}})
+        folder = paths.checkpoints / ("dense" if name == "dense" else f"final/{name}")
+        save_model(create_model(cfg), folder, {"model": cfg.model_dump(), "num_classes": 2})
+    study = {"winner": "w", "candidates": {"w": {**figures("dense"), "network": None}}, "cost_size": 256}
+    for stage in ("baseline", "augment", "loss"):
+        (paths.reports / f"{stage}.json").parent.mkdir(parents=True, exist_ok=True)
+        (paths.reports / f"{stage}.json").write_text(json.dumps(study))
+    for run in ("hqs_l0-0.5", "magnitude-0.5"):
+        prune = {"after_removal": figures(run), "pruned": {"gmacs": 1.0, "mparams": 0.5}, "achieved_reduction": 0.5,
+                 "macs_reduction": 0.5, "dense": {"gmacs": 2.0}, "channels": {"conv": [16, 8]}, "saliency_gap": None}
+        for stage, record in (("prune", prune), ("finetune", {"epochs": 1, "final": figures(run)})):
+            (paths.reports / stage).mkdir(exist_ok=True)
+            (paths.reports / stage / f"{run}.json").write_text(json.dumps(record))
+    write_curve(paths.logs / "loss" / "w", [0.4, 0.5])
+    runs = {run: figures(run) for run in ("hqs_l0-0.5", "magnitude-0.5")}
+    picked = choose(figures("dense"), runs, PickCfg(max_iou_drop=0.01, objective="mparams"))
+    paths.pick.write_text(json.dumps(picked))
+    return paths
+
+
+def test_the_first_40_lines_of_the_report_hold_the_verdict(tmp_path, tiny_data, params):
+    paths = fake_project(tmp_path, tiny_data, params["model"])
+    sweep = SweepCfg(methods=["hqs_l0", "magnitude"], macs_reductions=[0.5])
+    write_report(paths, ReportCfg(threads=1, warmup=0, rounds=3, panel_images=1), sweep)
+    head = "\n".join(paths.out.read_text().splitlines()[:40])
+    for item in ("Recommended model: `hqs_l0-0.5`",  # the rule's choice (magnitude is cheaper but failed)
+                 "**Rule** (params.yaml `pick`): the fewest Mparams", "at most 0.010 below the dense model's",
+                 "**Test IoU:**", "**Measured speed-up over dense:**", "x PyTorch eager", "x ONNX Runtime",
+                 f"PyTorch {torch.__version__}, ONNX Runtime {onnxruntime.__version__}", "batch 1 at 64x64",
+                 "**File size:**", "MB as ONNX", "**Training data:** `synthetic`, 8 training images",
+                 "Synthetic images only", "**Why:** `hqs_l0-0.5` has the fewest Mparams",
+                 "`magnitude-0.5` **failed**"):
+        assert item in head, item
+    test_line = next(line for line in head.splitlines() if line.startswith("- **Test IoU:**"))
+    assert "interval" in test_line and "4 test images" in test_line
+    html = paths.html.read_text()
+    assert html.index("Recommended model") < html.index("Every model")
+    rows = json.loads(paths.metrics.read_text())
+    dense, ship = rows["loss w (dense)"], rows["hqs_l0-0.5 fine-tuned"]
+    assert dense["gmacs"] != 99.0 and 0 < ship["gmacs"] < dense["gmacs"]  # counted at 64x64, not read from records
+    assert ship["onnx_mb"] < dense["onnx_mb"] and "eager_peak_mb" not in ship
+    assert "Why ONNX Runtime can be slower than PyTorch" in paths.out.read_text()
+
+
+def counts(tp: list[int], fp: list[int], fn: list[int]) -> dict[str, list[int]]:
+    return {"tp": tp, "fp": fp, "fn": fn}
+
+
+def test_the_iou_change_interval_is_paired_over_images():
+    rng = np.random.default_rng(0)
+    tp = rng.integers(50, 100, 30).tolist()
+    dense = counts(tp, [40] * 30, [40] * 30)
+    better = counts([t + 10 for t in tp], [40] * 30, [30] * 30)  # better on every image
+    found = iou_change(dense, better)
+    assert 0 < found["low"] <= found["change"] <= found["high"]
+    assert found["change"] == pytest.approx(found["ship"] - found["dense"])
+    assert iou_change(dense, dense)["change"] == 0
+    assert np.isnan(iou_change(counts([5], [1], [1]), counts([6], [1], [1]))["low"])  # one image: no interval
+
+
