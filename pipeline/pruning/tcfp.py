@@ -1,39 +1,34 @@
-"""TCFP (seed thesis 002, its first method): filters grouped by what they do, L2 pruning
-inside each group, then soft pruning between the groups, judged by their effect on the loss.
+"""TCFP (seed thesis 002, its first method): filters clustered by function, L2 pruning
+inside each cluster, then soft pruning between clusters judged by their effect on the loss.
 
-The thesis' steps and what each is here:
-
-1. *A filter's function*: "the feature representation after its maximum activation". On the
-   calibration crops (`ctx.calibration`, the maps `feature_maps.py` reads for HRank and CHIP),
-   each channel's strongest activation is found, and its function is the layer's response
-   there: the vector of every channel of its group at that pixel, each channel divided by
-   its own largest |activation| (`PeakFeatures`). Two filters that fire hardest on the same
-   feature share a vector, whatever their weights look like. Functionality-oriented filter
-   pruning (Qin et al. 2018), the closest published method, also defines a filter's
-   function by what drives its maximum activation, but reconstructs that input patch by
-   deconvolution, one backward pass per filter; the layer's own response at the peak needs
-   one forward pass of the crops for the whole model.
+1. *A filter's function*, "the feature representation after its maximum activation": on the
+   calibration crops (the maps `feature_maps.py` reads for HRank and CHIP), the layer's
+   response where the channel fires hardest, i.e. every channel of its group at that pixel,
+   each divided by its own largest |activation| (`PeakFeatures`). Filters that fire hardest
+   on the same feature share it, whatever their weights. The closest published method,
+   functionality-oriented filter pruning (Qin et al. 2018), also removes filters of repeated
+   function, read by visualising what activates each filter (not reproduced here: a
+   backward pass per filter, where this needs one forward pass for the whole model).
 2. *Clusters per layer* (`function_clusters`): complete-linkage agglomeration (scipy) of the
-   cosine distances between functions, cut at `distance`, so every two filters of a cluster
-   are that alike (the thesis names no algorithm; a threshold needs no number of clusters).
-   Channels that never fire (max activation <= 0) have no function: one cluster of their own.
-3. *L2 pruning inside each cluster* (`first_pruning`), once, before training: every member
-   but a cluster's largest-norm filter is a candidate, and the lowest normalised L2 norms
-   go until `first_share` of the MAC cut is met. They are removed for good: their templates
-   are set to 0 (exactly what removal will do) and stay there.
+   cosine distances between functions cut at `distance`, so every two members are that
+   alike (the thesis names no algorithm; a threshold needs no cluster count). Channels
+   that never fire (peak <= 0) have no function: one cluster of their own.
+3. *L2 pruning inside each cluster* (`first_pruning`), once, before training: all members
+   but a cluster's largest-norm filter are candidates, lowest normalised L2 norm first,
+   until `first_share` of the MAC cut is met. They go for good: their templates are set
+   to 0 (exactly what removal will do) and stay there.
 4. *Clusters judged by their effect on the loss*: the first-order Taylor estimate of the loss
-   change when a cluster's remaining filters are removed, (sum of its channels' template
-   gradients)^2 averaged over batches: Molchanov et al. 2019's group criterion, with the
-   templates (at 1, never stepped) as its gates. It is read on the calibration crops before
-   training, then from every training step's gradient (`TcfpPruner`).
-5. *Soft pruning between clusters while fine-tuning, with a threshold found by bisection*:
-   as SFP (`soft.py`), before training and after every epoch the clusters whose effect
-   (normalised by its group's mean, as Molchanov et al. 2017 normalise Taylor scores per
-   layer) falls below a threshold are set to zero and keep training; the last selection is
-   removed. The threshold is the bisection of `hqs_l0.lambda_for_target` (via
-   `decide_by_score`, within `max_layer_pruning` and the templates' rules), so the kept MACs
-   meet the target exactly: the one cluster straddling it loses only its lowest-norm
-   filters, where a whole-cluster cut would overshoot by up to a cluster.
+   change if a cluster's remaining filters go, (sum of their template gradients)^2 averaged
+   over batches, Molchanov et al. 2019's group criterion with the templates (at 1, never
+   stepped) as its gates; read on the crops before training, then at every training step.
+5. *Soft pruning between clusters while fine-tuning, its threshold found by bisection*: as
+   SFP (`soft.py`), before training and after every epoch the clusters whose effect
+   (normalised by its group's mean, as Molchanov et al. 2017 normalise Taylor per layer)
+   is below a threshold are zeroed and keep training; the last selection is removed. The
+   threshold is `hqs_l0.lambda_for_target`'s bisection (via `decide_by_score`, within
+   `max_layer_pruning` and the templates' rules), so the kept MACs meet the target
+   exactly: the one cluster straddling it loses only its lowest-norm filters, where a
+   whole-cluster cut would overshoot by up to a cluster.
 """
 
 from __future__ import annotations
@@ -119,15 +114,6 @@ def first_pruning(templates: Templates, clusters: Tensor, norms: Tensor, macs_re
     return ~keep & redundant
 
 
-def normalise_alive(templates: Templates, scores: Tensor, alive: Tensor) -> Tensor:
-    """Each group's scores divided by their mean over its `alive` entries (1 if none or 0)."""
-    parts = {}
-    for (name, part), live in zip(templates.split(scores).items(), templates.split(alive).values(), strict=True):
-        mean = part[live].mean() if live.any() else torch.tensor(1.0)
-        parts[name] = part / mean if mean > 0 else part
-    return templates.join(parts)
-
-
 def cut_clusters(
     templates: Templates, clusters: Tensor, effect: Tensor, norms: Tensor, first: Tensor, macs_reduction: float
 ) -> tuple[Tensor, Tensor, Tensor, float]:
@@ -136,8 +122,9 @@ def cut_clusters(
     normalised per group, the first-pruned ones before all; the cut in that order is the
     bisection of `decide_by_score`. The threshold is the largest normalised effect of a
     cluster it removed filters of (0 if none): below it every cluster goes whole."""
-    alive = ~first
-    score = torch.where(first, 0.0, normalise_alive(templates, effect.double()[clusters].float(), alive))
+    alive = ~first  # +inf is left out of a group's mean: the first-pruned do not dilute it
+    score = normalise_per_group(templates, torch.where(first, torch.inf, effect.double()[clusters].float()))
+    score = torch.where(first, 0.0, score)
     norm = normalise_per_group(templates, norms)
     order = torch.argsort(norm, stable=True)
     order = order[torch.argsort(torch.where(first, -1.0, score)[order], stable=True)]
@@ -168,14 +155,12 @@ class TcfpPruner(SoftPruner):
         super().__init__(model, templates, macs_reduction, ResetToZero())
         self.clusters, self.first, self.calibration = clusters, first, calibration
         self.count = int(clusters.max()) + 1 if len(clusters) else 0
-        self.batches, self.sums, self.index = 0, torch.zeros(self.count + 1), self._index()
+        # per entry, its cluster's slot in the sums; the first-pruned share a spare last slot
+        self.index = torch.where(first, self.count, clusters)
+        self.batches, self.sums = 0, torch.zeros(self.count + 1)
         self.threshold: float | None = None  # the last selection's, on the normalised loss effect
         self.tied_share: float | None = None
         self.calibration_seconds = 0.0
-
-    def _index(self) -> Tensor:
-        """Per entry, its cluster, or the spare last slot for first-pruned entries."""
-        return torch.where(self.first, self.count, self.clusters)
 
     def on_train_start(self, trainer: Any, pl_module: Any = None, *_args) -> None:
         device = self.templates.scales[0].device
@@ -193,9 +178,9 @@ class TcfpPruner(SoftPruner):
             for batch in self.calibration:
                 logits = self.model(batch["image"].to(device))
                 loss = pl_module.loss(logits, pl_module._target(batch["mask"].to(device)))
-                grads = torch.autograd.grad(loss, list(self.templates.scales), allow_unused=True)
-                self.fold([g if g is not None else torch.zeros_like(p) for g, p in zip(grads, self.templates.scales,
-                                                                                       strict=True)])
+                scales = list(self.templates.scales)
+                grads = torch.autograd.grad(loss, scales, allow_unused=True)
+                self.fold([torch.zeros_like(p) if g is None else g for g, p in zip(grads, scales, strict=True)])
         finally:
             self.model.train(was_training)
 
