@@ -175,3 +175,20 @@ def test_the_method_zeroes_its_first_pruning_for_good_and_its_last_selection_mee
     keep = method.keep(ctx)
     assert (~keep).nonzero().flatten().tolist() == [0, 2]  # the first pruning met the whole target
     assert method.calibration_seconds > 0 and 0 <= method.tied_share <= 1
+
+
+def test_a_selection_zeroes_the_filters_of_the_clusters_below_the_threshold_and_leaves_the_others():
+    model, templates = line([1.0, 2.0, 3.0, 1.0, 2.0, 5.0])
+    dense = model.conv.weight.detach().clone()
+    none = torch.zeros(6, dtype=torch.bool)
+    pruner = TcfpPruner(model, templates, removing(templates, 3), torch.tensor([0, 0, 1, 1, 1, 2]), none, [])
+    pruner.on_train_start(SimpleNamespace(estimated_stepping_batches=2))  # no module: nothing folded yet
+    pruner.sums.copy_(torch.tensor([1.0, 3.0, 2.0, 0.0]))  # as if one batch had measured these effects
+    pruner.batches = 1
+    pruner.on_train_epoch_end(SimpleNamespace(current_epoch=0, max_epochs=2))
+    gone = [0, 1, 5]  # clusters 0 (effect 1) and 2 (effect 2): SFP's reset, free to regrow
+    assert (~pruner.selection[0]).nonzero().flatten().tolist() == gone
+    # (3 was reset at the start, selected then on norms alone: it would regrow in training)
+    assert model.conv.weight[gone].abs().sum() == 0 and torch.equal(model.conv.weight[[2, 4]], dense[[2, 4]])
+    assert pruner.threshold == pytest.approx(2 / (13 / 6)) and pruner.batches == 0 and pruner.sums.sum() == 0
+    assert templates.scales[0].detach().tolist() == [1.0] * 6  # the soft cut leaves the templates alone
