@@ -211,7 +211,11 @@ class TcfpPruner(SoftPruner):
 
 
 class TcfpMethod(SfpMethod):
-    """TCFP, seed thesis 002 (see the module's docstring for each step and its source)."""
+    """TCFP, seed thesis 002 (see the module's docstring for each step and its source).
+
+    It decides on the normalised cluster effect, so its saliency gap is 1 when the cut
+    splits a cluster. Like `FeatureMapMethod` it keeps `tied_share` (entries tied on effect
+    and norm) and `calibration_seconds` as attributes: `run.py`'s record does not read them."""
 
     class Options(BaseModel):
         model_config = ConfigDict(extra="forbid")
