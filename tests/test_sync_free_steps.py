@@ -178,3 +178,37 @@ def test_the_sparse_training_regularisers_read_nothing_back_in_training_steps(ki
                      callbacks=[window, regularizer], keep_last=True, templates=templates)
     assert result is not None and window.steps == 8
     assert not counter.calls, f"{len(counter.calls)} read-backs in training steps, the first:\n{counter.calls[0]}"
+
+
+def test_tcfp_training_steps_read_nothing_back_and_leave_the_templates_where_they_are(tiny_data, params, tmp_path,
+                                                                                       monkeypatch):
+    from pipeline.config import PruneCfg
+    from pipeline.pruning.method import PruneContext, calibration_loader
+    from pipeline.pruning.registry import create_method
+    from pipeline.pruning.tcfp import TcfpPruner
+
+    model_cfg = ModelCfg.model_validate(params["model"])
+    train = TrainCfg.model_validate({**params["train"], "epochs": 2, "batch_size": 2, "scheduler": "none"})
+    trainer = TrainerCfg.model_validate({**params["trainer"], "log_every_n_steps": 100})
+    counter = SyncCounter()
+    monkeypatch.setattr(StopOnNonFinite, "check", _paused(counter, StopOnNonFinite.check))
+    monkeypatch.setattr(Strategy, "batch_to_device", _paused(counter, Strategy.batch_to_device))
+    folds, fold = [], TcfpPruner.fold
+    monkeypatch.setattr(TcfpPruner, "fold", lambda self, grads: folds.append(len(grads)) or fold(self, grads))
+    torch.manual_seed(0)
+    model = create_model(model_cfg)
+    templates = attach_templates(model, torch.zeros(1, 3, 64, 64))
+    templates.max_removed = 0.75
+    method = create_method("tcfp")
+    ctx = PruneContext(model, templates, PruneCfg(), method.options, 0.5,
+                       make_loader=lambda: calibration_loader(tiny_data, train, 0))
+    pruner = method.sparsifier(ctx)
+    first = templates.flat().detach().clone()
+    window = Window(counter)
+    with counter:
+        result = fit(model_cfg, train, trainer, tiny_data, tmp_path / "logs", 0, model=model,
+                     callbacks=[window, pruner], keep_last=True, templates=templates)
+    assert result is not None and window.steps == 8
+    assert len(folds) == 8 + len(ctx.calibration)  # every step's gradient, after the crops' at the start
+    assert torch.equal(templates.flat().detach(), first)  # zeros stay zeros, the rest at 1: never stepped
+    assert not counter.calls, f"{len(counter.calls)} read-backs in training steps, the first:\n{counter.calls[0]}"

@@ -29,6 +29,7 @@ METHODS: dict[str, str] = {  # name -> "module:Class"
     "chip": "pipeline.pruning.independence_methods:ChipMethod",
     "fm_rank_similarity": "pipeline.pruning.rank_methods:FmRankSimilarityMethod",
     "correlation_independence": "pipeline.pruning.independence_methods:CorrelationIndependenceMethod",
+    "tcfp": "pipeline.pruning.tcfp:TcfpMethod",
 }
 
 

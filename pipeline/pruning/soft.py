@@ -134,11 +134,16 @@ class SoftPruner(L.Callback):
 
     def select(self, last: bool) -> None:
         """Select the filters that go now and apply the schedule's factor to them."""
-        self.selection = select_by_norm(self.model, self.templates, self.macs_reduction, self.duplicate_distance)
+        self.selection = self.choose()
         factor = self.schedule.at_selection(last)
         if factor is not None:
             scale_channels(self.model, channel_factors(self.model, self.templates, ~self.selection[0], factor))
         self._prepare_steps()
+
+    def choose(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(keep, the scores decided on, the entries the score kept): the criterion of a
+        selection, here the lowest filter norms (a subclass may choose otherwise, e.g. `tcfp`)."""
+        return select_by_norm(self.model, self.templates, self.macs_reduction, self.duplicate_distance)
 
     def _prepare_steps(self) -> None:
         per_step = self.schedule.per_step
