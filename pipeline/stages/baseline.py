@@ -8,7 +8,8 @@ from pipeline.artifact import write_json
 from pipeline.config import ModelCfg
 from pipeline.params import load_sections, parse_section
 from pipeline.plots import iou_vs_gmacs
-from pipeline.stages._cli import add_resume, parser, resume_store, run
+from pipeline.stages._cli import add_resume, parser, run
+from pipeline.stages._training import resume_store
 from pipeline.study import Variant, run_study
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 from pipeline.artifact import save_model, write_json
 from pipeline.params import load_sections
 from pipeline.pruning.run import finetune
-from pipeline.stages._cli import add_paths, add_resume, parser, resume_store, run
+from pipeline.stages._cli import add_paths, add_resume, parser, run
+from pipeline.stages._training import resume_store
 
 
 def main(argv: list[str] | None = None) -> None:

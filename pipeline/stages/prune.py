@@ -16,7 +16,8 @@ from pipeline.params import load_sections
 from pipeline.pruning.registry import method_names
 from pipeline.pruning.run import prune
 from pipeline.selection import SCORE
-from pipeline.stages._cli import add_paths, add_resume, parser, resume_store, run
+from pipeline.stages._cli import add_paths, add_resume, parser, run
+from pipeline.stages._training import resume_store
 
 
 def main(argv: list[str] | None = None) -> None:
