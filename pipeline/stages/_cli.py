@@ -8,11 +8,30 @@ stages share (the resume store, the study stages' main) is in pipeline/stages/_t
 from __future__ import annotations
 
 import argparse
+import time
+from collections.abc import Callable
 from pathlib import Path
 
-from pipeline.cli import run
+from pipeline import cli
+from pipeline.console import quiet_lightning
 
-__all__ = ["add_paths", "add_resume", "parser", "run"]
+__all__ = ["add_paths", "add_resume", "parser", "run", "wall_seconds"]
+
+_started = time.monotonic()  # reset by run(): the stage's body starts there
+
+
+def run(body: Callable[[], object]) -> None:
+    """Run a stage body with Lightning quietened (pipeline.console) and the wall clock started
+    (`wall_seconds`); errors become one line (pipeline.cli.run)."""
+    global _started
+    quiet_lightning()
+    _started = time.monotonic()
+    cli.run(body)
+
+
+def wall_seconds() -> float:
+    """Seconds since the stage's body started (its record's `wall_seconds`; the report shows them)."""
+    return round(time.monotonic() - _started, 1)
 
 
 def parser(description: str) -> argparse.ArgumentParser:

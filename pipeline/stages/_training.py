@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.stages._cli import add_resume, parser, run
+from pipeline.stages._cli import add_resume, parser, run, wall_seconds
 
 __all__ = ["resume_store", "study_main"]
 
@@ -51,6 +51,7 @@ def study_main(doc: str, stage: str, train_for: Callable, defaults: dict[str, st
         if record is None:  # a DDP rank other than 0: rank 0 writes the outputs
             return
         record["epochs"] = cfg.epochs
+        record["wall_seconds"] = wall_seconds()
         write_json(record, args.report)
         study_bars(record["candidates"], record["winner"], args.plot, f"{stage} study")
         resume.clear()

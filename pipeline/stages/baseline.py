@@ -8,7 +8,7 @@ from pipeline.artifact import write_json
 from pipeline.config import ModelCfg
 from pipeline.params import load_sections, parse_section
 from pipeline.plots import iou_vs_gmacs
-from pipeline.stages._cli import add_resume, parser, run
+from pipeline.stages._cli import add_resume, parser, run, wall_seconds
 from pipeline.stages._training import resume_store
 from pipeline.study import Variant, run_study
 
@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> None:
                            cfg.cost_size, cfg.iou_tolerance, args.out, resume)
         if record is None:  # a DDP rank other than 0: rank 0 writes the outputs
             return
+        record["wall_seconds"] = wall_seconds()
         write_json(record, args.report)
         iou_vs_gmacs(record["candidates"], record["winner"], args.plot, "baseline candidates")
         resume.clear()

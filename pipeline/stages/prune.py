@@ -16,7 +16,7 @@ from pipeline.params import load_sections
 from pipeline.pruning.registry import method_names
 from pipeline.pruning.run import prune
 from pipeline.selection import SCORE
-from pipeline.stages._cli import add_paths, add_resume, parser, run
+from pipeline.stages._cli import add_paths, add_resume, parser, run, wall_seconds
 from pipeline.stages._training import resume_store
 
 
@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> None:
                 for name, value in record["after_removal"].items():
                     live.log_metric(name, value)
         save_model(pruned, args.out, card)
+        record["wall_seconds"] = wall_seconds()
         write_json(record, args.report)
         resume.clear()
         after = record["after_removal"]
