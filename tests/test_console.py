@@ -161,3 +161,21 @@ def test_a_stage_records_its_wall_time(tmp_path, params):
 def test_report_lists_its_prepare_record_as_a_dep():
     deps = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["report"]["deps"]
     assert "reports/prepare.json" in deps
+
+
+def test_study_training_gets_the_plain_epoch_lines(monkeypatch, tmp_path):
+    """The study stages (baseline, augment, loss) pass EpochLines to fit when stderr is no terminal."""
+    import pipeline.study as study
+    from pipeline.config import ModelCfg, TrainCfg
+
+    seen = {}
+
+    def fake_fit(*args, callbacks=None, **kwargs):
+        seen["callbacks"] = callbacks
+        return None  # as on a DDP rank other than 0: nothing else runs
+
+    monkeypatch.setattr(study, "fit", fake_fit)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    variant = study.Variant("Unet-resnet18", ModelCfg(), TrainCfg())
+    assert study.run_variant(variant, TrainerCfg(), tmp_path, tmp_path, 0, 2, 64) is None
+    assert [(type(c).__name__, c.name) for c in seen["callbacks"]] == [("EpochLines", "Unet-resnet18")]
