@@ -14,24 +14,22 @@ from pathlib import Path
 
 from pipeline import cli
 from pipeline.console import quiet_lightning
+from pipeline.stages import STARTED
 
 __all__ = ["add_paths", "add_resume", "parser", "run", "wall_seconds"]
 
-_started = time.monotonic()  # reset by run(): the stage's body starts there
-
 
 def run(body: Callable[[], object]) -> None:
-    """Run a stage body with Lightning quietened (pipeline.console) and the wall clock started
-    (`wall_seconds`); errors become one line (pipeline.cli.run)."""
-    global _started
+    """Run a stage body with Lightning quietened (pipeline.console); errors become one line
+    (pipeline.cli.run)."""
     quiet_lightning()
-    _started = time.monotonic()
     cli.run(body)
 
 
 def wall_seconds() -> float:
-    """Seconds since the stage's body started (its record's `wall_seconds`; the report shows them)."""
-    return round(time.monotonic() - _started, 1)
+    """Seconds since the stage's command started, imports included (pipeline.stages.STARTED):
+    its record's `wall_seconds`, which the report shows."""
+    return round(time.monotonic() - STARTED, 1)
 
 
 def parser(description: str) -> argparse.ArgumentParser:
