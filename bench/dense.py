@@ -1,8 +1,10 @@
 """The benchmark's dense arms: the seed's dense model, trained until early stopping ends it,
 and the control, the dense model trained as many epochs more as a pruned model gets.
 
-Each returns the record body (JSON-ready); bench/pldu.py names, hashes and stores it. The
-models stay under the work folder (large; not committed), the records are committed.
+Each returns the record body (JSON-ready); bench/pldu.py names it and stores it with the
+hashes of its inputs (bench/records.py: RecordStore, code_hash). The models stay under the
+work folder (`<work>/seed<N>/dense/model` and `.../control/model`, their curves in `logs/`
+beside them; large, not committed), the records are committed.
 """
 
 from __future__ import annotations

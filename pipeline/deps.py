@@ -10,6 +10,11 @@ harmless over-approximation), plus project modules named in string literals (a l
 registry's "pipeline.x.y", a `python -m pipeline.memory` subprocess). A folder is listed
 instead of its files when every file in it is in the closure. Run `--write` after moving
 or adding imports; tests/test_deps.py fails until dvc.yaml matches.
+
+The method registry (pipeline/pruning/registry.py) is the exception: every stage loads it
+(the config checks method names with it), but only a stage that turns a name into its class
+loads the "module:Class" modules it lists. Its strings are followed for METHOD_STAGES only,
+so adding a method re-runs the prune stages, not `prepare` or the studies.
 """
 
 from __future__ import annotations
@@ -26,6 +31,12 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "pipeline"
 STAGE_COMMAND = re.compile(r"python -m (pipeline\.stages\.\w+)")
 MODULE_NAME = re.compile(r"^(pipeline(?:\.\w+)+)(?::\w+)?$")  # "pipeline.x.y" or "pipeline.x.y:Name"
+REGISTRY = "pipeline.pruning.registry"
+# The stages that import method classes by their registry names: prune (run.prune creates its
+# method; parsing the `prune` section checks each method block with the method's Options
+# class). The others read at most the names (SweepCfg), never a method module the registry
+# names. tests/test_deps.py checks this by running each stage's imports and params parsing.
+METHOD_STAGES = frozenset({"pipeline.stages.prune"})
 
 
 def _strings(code: types.CodeType) -> set[str]:
@@ -39,16 +50,18 @@ def _strings(code: types.CodeType) -> set[str]:
     return found
 
 
-def import_closure(module: str, root: Path = ROOT) -> set[Path]:
-    """The project files (relative to `root`) that importing and running `module` can load."""
+def import_closure(module: str, root: Path = ROOT, methods: bool | None = None) -> set[Path]:
+    """The project files (relative to `root`) that importing and running `module` can load;
+    `methods`: follow the method registry's "module:Class" strings (default: for METHOD_STAGES)."""
+    methods = module in METHOD_STAGES if methods is None else methods
     finder = ModuleFinder(path=[str(root)])  # only the project: third-party and stdlib stay unscanned
     pending, seen = [module], set()
     while pending:
         name = pending.pop()
         seen.add(name)
         finder.import_hook(name)
-        for loaded in list(finder.modules.values()):
-            if loaded.__code__ is None:
+        for loaded_name, loaded in list(finder.modules.items()):
+            if loaded.__code__ is None or (loaded_name == REGISTRY and not methods):
                 continue
             for text in _strings(loaded.__code__):
                 match = MODULE_NAME.match(text)

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pipeline.console import progress
+
 if TYPE_CHECKING:  # torch is imported only where used: the ONNX path runs without it
     from torch import nn
 
@@ -49,9 +51,11 @@ def onnx_runner(path: Path, height: int, width: int, threads: int) -> Runner:
 
 
 def interleaved(runners: dict[str, Runner], reference: str, rounds: int = 20, warmup: int = 3,
-                clock: Callable[[], float] = time.perf_counter) -> dict[str, dict[str, float]]:
+                clock: Callable[[], float] = time.perf_counter, desc: str | None = None
+                ) -> dict[str, dict[str, float]]:
     """Time every runner once per round, rotating the order; per runner: median ms, and the
-    median over rounds of the paired ratio reference time / its time ("speedup")."""
+    median over rounds of the paired ratio reference time / its time ("speedup"). With `desc`,
+    the rounds show progress on stderr (pipeline.console.progress)."""
     names = list(runners)
     if reference not in runners:
         raise ValueError(f"reference {reference!r} is not among the runners {names}")
@@ -59,7 +63,7 @@ def interleaved(runners: dict[str, Runner], reference: str, rounds: int = 20, wa
         for _ in range(warmup):
             runners[name]()
     times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(rounds):
+    for r in progress(range(rounds), desc, unit="rounds") if desc else range(rounds):
         shift = r % len(names)
         for name in names[shift:] + names[:shift]:
             start = clock()

@@ -14,6 +14,7 @@ from torch import nn
 
 from pipeline.artifact import load_model, save_model
 from pipeline.config import ModelCfg, TrainCfg, TrainerCfg
+from pipeline.epoch_progress import epoch_lines
 from pipeline.measure import macs_and_params
 from pipeline.resume import ResumeStore
 from pipeline.selection import SCORE
@@ -39,7 +40,7 @@ def run_variant(variant: Variant, trainer: TrainerCfg, data: Path, logs: Path, s
     """
     start = copy.deepcopy(variant.init) if variant.init is not None else None
     result = fit(variant.model, variant.train, trainer, data, logs / variant.name, seed, num_classes, model=start,
-                 resume=resume)
+                 callbacks=epoch_lines(trainer, variant.name), resume=resume)
     if result is None:
         return None
     macs, params = macs_and_params(result.module.model, cost_size)

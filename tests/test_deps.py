@@ -10,7 +10,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.deps import compact, covered, import_closure, stage_modules, write_deps
+from pipeline.deps import (
+    METHOD_STAGES,
+    compact,
+    covered,
+    expected_deps,
+    import_closure,
+    is_code_dep,
+    stage_modules,
+    write_deps,
+)
+from pipeline.pruning.registry import METHODS
 from tests.conftest import ROOT
 
 FIX = "run `python -m pipeline.deps --write` to rewrite the code deps in dvc.yaml"
@@ -60,17 +70,90 @@ def test_a_folder_is_listed_only_when_all_its_files_load():
     assert not covered(Path("pipeline/data/prepare.py"), report)
 
 
-def test_every_module_a_stage_imports_is_in_its_closure():
-    """The static closure against what Python really loads when it imports each stage module."""
-    code = ("import sys, importlib; importlib.import_module(sys.argv[1]); "
-            "print('\\n'.join(m.__file__ for m in list(sys.modules.values()) if getattr(m, '__file__', None)))")
-    for stage in ("export", "report"):
-        module = STAGES[stage]
-        done = subprocess.run([sys.executable, "-c", code, module], cwd=ROOT, capture_output=True, text=True,
-                              check=True)
-        loaded = {Path(f).resolve() for f in done.stdout.split()}
-        project = {p.relative_to(ROOT) for p in loaded if p.is_relative_to(ROOT / "pipeline")}
-        assert project and project <= import_closure(module), project - import_closure(module)
+# Import a stage's module and parse the params sections it reads, as its main() does (the
+# prune stage also creates its method: every registered one); print the files Python loaded.
+LOAD_STAGE = """
+import importlib, sys
+from pipeline.params import load_sections
+from pipeline.pruning.registry import METHODS, method_class
+module, params, creates_methods, *sections = sys.argv[1:]
+importlib.import_module(module)
+load_sections(params, *sections)
+if creates_methods == "1":
+    for name in METHODS:
+        method_class(name)
+print("\\n".join(m.__file__ for m in list(sys.modules.values()) if getattr(m, "__file__", None)))
+"""
+
+
+def params_sections(stage: str) -> list[str]:
+    """The params.yaml sections a stage reads: its dvc.yaml `params` (`prune.epochs` is `prune`)."""
+    listed = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage].get("params", [])
+    return sorted({entry.split(".")[0] for entry in listed if isinstance(entry, str)})
+
+
+# each costs an import of torch (about a minute on a busy 2-core machine): the stages whose
+# closure leaves the registry's method modules out (prepare: no training code at all;
+# finetune: the pruning run module; export; report: the `sweep` section names methods)
+@pytest.mark.parametrize("stage", ["prepare", "finetune", "export", "report"])
+def test_every_module_a_stage_loads_is_in_its_closure(stage):
+    """The static closure against what Python really loads when it imports each stage
+    module and parses its params sections (the `prune` section would load its methods' classes)."""
+    module = STAGES[stage]
+    args = [module, "params.yaml", "1" if module in METHOD_STAGES else "0", *params_sections(stage)]
+    done = subprocess.run([sys.executable, "-c", LOAD_STAGE, *args], cwd=ROOT, capture_output=True, text=True,
+                          check=True)
+    loaded = {Path(f).resolve() for f in done.stdout.split()}
+    project = {p.relative_to(ROOT) for p in loaded if p.is_relative_to(ROOT / "pipeline")}
+    closure = import_closure(module)
+    assert project and project <= closure, sorted(p.as_posix() for p in project - closure)
+
+
+def test_dvc_yaml_code_deps_are_exactly_the_computed_ones():
+    """A dep missing re-runs nothing when its file changes; an extra one re-runs the stage
+    for nothing (before: every stage listed every pruning method)."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    wrong = {}
+    for stage, expected in expected_deps(ROOT).items():
+        listed = [dep for dep in stages[stage].get("deps", []) if isinstance(dep, str) and is_code_dep(dep)]
+        if listed != expected:
+            missing, extra = sorted(set(expected) - set(listed)), sorted(set(listed) - set(expected))
+            wrong[stage] = f"missing {missing}, extra {extra}" if missing or extra else "out of order"
+    listed = "\n".join(f"  {stage}: {problem}" for stage, problem in wrong.items())
+    assert not wrong, f"dvc.yaml's code deps differ from the computed ones ({FIX}):\n{listed}"
+
+
+def test_only_the_prune_stage_depends_on_the_method_modules():
+    methods = {Path(*target.partition(":")[0].split(".")).with_suffix(".py") for target in METHODS.values()}
+    assert methods <= import_closure(STAGES["prune"])
+    # finetune imports pipeline/pruning/run.py, and with it methods.py, but no other method module
+    for stage in set(STAGES) - {"prune", "finetune"}:
+        assert not methods & import_closure(STAGES[stage]), stage
+    assert import_closure(STAGES["finetune"]) & methods == {Path("pipeline/pruning/methods.py")}
+
+
+def test_prepare_loads_no_training_code():
+    prepare = {p.as_posix() for p in import_closure(STAGES["prepare"])}
+    assert not prepare & {"pipeline/train.py", "pipeline/study.py", "pipeline/resume.py", "pipeline/module.py",
+                          "pipeline/models.py", "pipeline/stages/_training.py", "pipeline/pruning/methods.py"}
+    assert "pipeline/stages/_cli.py" in prepare
+
+
+def test_adding_a_method_changes_the_prune_stage_deps_only(tmp_path):
+    shutil.copytree(ROOT / "pipeline", tmp_path / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
+    before = expected_deps(tmp_path)
+    (tmp_path / "pipeline" / "extra").mkdir()
+    (tmp_path / "pipeline" / "extra" / "__init__.py").write_text("")
+    (tmp_path / "pipeline" / "extra" / "new_method.py").write_text("class NewMethod:\n    pass\n")
+    registry = tmp_path / "pipeline" / "pruning" / "registry.py"
+    text = registry.read_text()
+    registry.write_text(text.replace('METHODS: dict[str, str] = {  # name -> "module:Class"\n',
+                                     'METHODS: dict[str, str] = {  # name -> "module:Class"\n'
+                                     '    "new": "pipeline.extra.new_method:NewMethod",\n', 1))
+    after = expected_deps(tmp_path)
+    assert {stage for stage in before if before[stage] != after[stage]} == {"prune"}
+    assert "pipeline/extra" in after["prune"]
 
 
 def test_write_rewrites_only_code_deps_and_keeps_comments(tmp_path):

@@ -16,7 +16,7 @@ from pipeline.plots import template_histograms
 from pipeline.report.collect import curves, evaluation_size, gather, model_rows, read_json, sweep_runs
 from pipeline.report.figures import CURVES, channels_per_layer, pareto, training_curves
 from pipeline.report.predictions import MAX_MODELS, gather_shown, prediction_figure
-from pipeline.report.render import model_table, prune_notes, to_html
+from pipeline.report.render import model_table, prune_notes, stage_times, time_table, to_html
 from pipeline.report.timing import (
     DENSE,
     ORT_NOTE,
@@ -183,6 +183,8 @@ def write_report(paths: ReportPaths, cfg: ReportCfg, sweep: SweepCfg) -> str:
     opening = verdict(picked, rows, change, images, timing, training_data(paths.data))
     sections = figure_sections(rows, records, folders, paths, cfg.panel_images, ship)
     sections += export_section(paths.reports / "export.json")
+    sections += ["## Stage wall time", "Each stage's own run (from its record), the report's latency "
+                 "measurements not included.\n\n" + time_table(stage_times(paths.reports, records))]
     text = "\n\n".join([
         "# Power-line segmentation: the model to ship", "\n".join(opening),
         "## Every model", model_table(rows), explain(size, cfg, timing),

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 from pathlib import Path
 from typing import Any
 
 from markdown_it import MarkdownIt
 
+from pipeline.console import duration
 from pipeline.selection import SCORE
 
 COLUMNS = (  # (header, row key, format)
@@ -33,6 +35,42 @@ def model_table(rows: dict[str, dict[str, Any]]) -> str:
         cells = [format(row[key], fmt) if isinstance(row.get(key), float | int) else "-" for _, key, fmt in COLUMNS]
         cells.append(FAILED if row.get("failed") else "")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def stage_times(reports: Path, records: dict[str, Any]) -> list[tuple[str, float | None]]:
+    """(stage, wall seconds) of every stage run behind the report, in pipeline order: prepare,
+    the studies, prune and finetune per sweep run, export; None for a record without the
+    figure (written before stages recorded it). `records`: pipeline.report.collect.gather's."""
+    def seconds(record: dict[str, Any] | None) -> float | None:
+        value = (record or {}).get("wall_seconds")
+        return float(value) if isinstance(value, int | float) else None
+
+    def optional(name: str) -> dict[str, Any] | None:  # prepare and export records may be absent
+        try:
+            return json.loads((reports / f"{name}.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    times = [("prepare", seconds(optional("prepare")))]
+    times += [(stage, seconds(record)) for stage, record in records["studies"].items()]
+    for run in records["prune"]:
+        times.append((f"prune {run}", seconds(records["prune"][run])))
+        if run in records["finetune"]:
+            times.append((f"finetune {run}", seconds(records["finetune"][run])))
+    export = optional("export")
+    if export is not None:
+        times.append(("export", seconds(export)))
+    return times
+
+
+def time_table(times: list[tuple[str, float | None]]) -> str:
+    """Markdown table of stage wall times, with their total ("not recorded" where missing)."""
+    lines = ["| stage | wall time |", "|---|---|"]
+    lines += [f"| {stage} | {duration(s) if s is not None else 'not recorded'} |" for stage, s in times]
+    known = [s for _, s in times if s is not None]
+    total = duration(sum(known)) + ("" if len(known) == len(times) else " (recorded stages only)")
+    lines.append(f"| **total** | {total} |")
     return "\n".join(lines)
 
 

@@ -9,10 +9,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from pipeline.artifact import load_model
 from pipeline.config import ReportCfg
+from pipeline.console import progress
 from pipeline.export import export_onnx
 from pipeline.measure import macs_and_params
 from pipeline.memory import peak_memory
@@ -73,11 +72,11 @@ def measure_models(folders: dict[str, Path], size: tuple[int, int], cfg: ReportC
             runners[f"onnx {name}"] = onnx_runner(onnx[name], height, width, cfg.threads)
         print(f"latency: {len(runners)} runners x {cfg.rounds} interleaved rounds at {height}x{width}")
         eager = interleaved({k: v for k, v in runners.items() if k.startswith("eager")}, f"eager {DENSE}",
-                            cfg.rounds, cfg.warmup)
+                            cfg.rounds, cfg.warmup, desc="eager latency")
         ort = interleaved({k: v for k, v in runners.items() if k.startswith("onnx")}, f"onnx {DENSE}",
-                          cfg.rounds, cfg.warmup)
+                          cfg.rounds, cfg.warmup, desc="ONNX Runtime latency")
         table = {}
-        for name in tqdm(folders, desc="peak memory (fresh process each)", unit="model"):
+        for name in progress(folders, "peak memory (fresh process each)", unit="models"):
             table[name] = {
                 **costs[name],
                 "eager_ms": eager[f"eager {name}"]["median_ms"], "eager_speedup": eager[f"eager {name}"]["speedup"],

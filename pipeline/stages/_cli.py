@@ -1,20 +1,35 @@
-"""What every stage's main() shares: argument parsing basics (the error runner: pipeline.cli)."""
+"""What every stage's main() shares: argument parsing basics (the error runner: pipeline.cli).
+
+Kept light (argparse and pipeline.cli only): `prepare` imports it, and pipeline/deps.py counts
+every import in this file, lazy ones too, as code of every stage. What only the training
+stages share (the resume store, the study stages' main) is in pipeline/stages/_training.py.
+"""
 
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from pipeline.cli import run
+from pipeline import cli
+from pipeline.console import quiet_lightning
+from pipeline.stages import STARTED
 
-__all__ = ["add_output", "add_paths", "add_resume", "output_paths", "parser", "resume_store", "run", "study_main"]
+__all__ = ["add_output", "add_paths", "add_resume", "output_paths", "parser", "run", "wall_seconds"]
 
-if TYPE_CHECKING:
-    from pydantic import BaseModel
 
-    from pipeline.resume import ResumeStore
+def run(body: Callable[[], object]) -> None:
+    """Run a stage body with Lightning quietened (pipeline.console); errors become one line
+    (pipeline.cli.run)."""
+    quiet_lightning()
+    cli.run(body)
+
+
+def wall_seconds() -> float:
+    """Seconds since the stage's command started, imports included (pipeline.stages.STARTED):
+    its record's `wall_seconds`, which the report shows."""
+    return round(time.monotonic() - STARTED, 1)
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -51,44 +66,3 @@ def add_resume(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume-dir", type=Path, default=None,
                    help="keep each epoch's training state here, outside the stage's outputs, so a killed run "
                         "resumes where it stopped (dvc.yaml passes .resume; default: no resuming)")
-
-
-def resume_store(folder: Path | None, stage: str, *sections: BaseModel) -> ResumeStore:
-    """The stage's ResumeStore: keyed by its name and the params sections it read."""
-    from pipeline.resume import ResumeStore
-
-    return ResumeStore(folder, stage, {type(s).__name__: s.model_dump() for s in sections})
-
-
-def study_main(doc: str, stage: str, train_for: Callable, defaults: dict[str, str],
-               argv: list[str] | None = None) -> None:
-    """main() of a study stage (augment, loss): train the input model further with each
-    option of `params[stage]`, keep the best; `train_for(train, cfg, name)` makes an
-    option's TrainCfg."""
-    from pipeline.artifact import write_json
-    from pipeline.params import load_sections
-    from pipeline.plots import study_bars
-    from pipeline.study import continue_study
-
-    p = parser(doc)
-    for name in ("data", "model", "out", "report", "plot", "logs"):
-        p.add_argument(f"--{name}", type=Path, default=Path(defaults[name]))
-    add_resume(p)
-    args = p.parse_args(argv)
-
-    def body() -> None:
-        sections = load_sections(args.params, "base", "train", "trainer", stage)
-        base, train, trainer, cfg = sections
-        resume = resume_store(args.resume_dir, stage, *sections)
-        options = {name: train_for(train, cfg, name) for name in cfg.compare}
-        record = continue_study(args.model, options, trainer, args.data, args.logs, base.seed,
-                                cfg.iou_tolerance, args.out, resume)
-        if record is None:  # a DDP rank other than 0: rank 0 writes the outputs
-            return
-        record["epochs"] = cfg.epochs
-        write_json(record, args.report)
-        study_bars(record["candidates"], record["winner"], args.plot, f"{stage} study")
-        resume.clear()
-        print(f"chosen: {record['winner']}")
-
-    run(body)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pipeline.config import AugmentCfg, TrainCfg
-from pipeline.stages._cli import study_main
+from pipeline.stages._training import study_main
 
 DEFAULTS = {"data": "data/prepared", "model": "checkpoints/baseline", "out": "checkpoints/augment",
             "report": "reports/augment.json", "plot": "reports/augment.png", "logs": "logs/augment"}

@@ -9,7 +9,8 @@ from pipeline.config import ModelCfg
 from pipeline.params import load_sections, parse_section
 from pipeline.plots import iou_vs_gmacs
 from pipeline.pretrain import drop_kept_set, pretrain_variants, synthetic_set
-from pipeline.stages._cli import add_resume, parser, resume_store, run
+from pipeline.stages._cli import add_resume, parser, run, wall_seconds
+from pipeline.stages._training import resume_store
 from pipeline.study import Variant, run_study
 
 
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
         if record is None:  # a DDP rank other than 0: rank 0 writes the outputs
             return
         record["pretrain"] = pretrained
+        record["wall_seconds"] = wall_seconds()
         write_json(record, args.report)
         iou_vs_gmacs(record["candidates"], record["winner"], args.plot, "baseline candidates")
         resume.clear()

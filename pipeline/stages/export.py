@@ -16,7 +16,7 @@ from pipeline.data.datamodule import PreparedSplit, eval_transform, pad_collate
 from pipeline.export import check_export, export_onnx
 from pipeline.params import load_sections
 from pipeline.pick import refuse_export_model
-from pipeline.stages._cli import add_paths, parser, run
+from pipeline.stages._cli import add_paths, parser, run, wall_seconds
 
 
 def check_inputs(data: Path, count: int) -> list[np.ndarray]:
@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> None:
         export_onnx(model, card, args.out, height, width, cfg.opset)
         diff = check_export(model, args.out, images, cfg.max_abs_diff)
         record = {"model": str(args.model), "onnx": str(args.out), "opset": cfg.opset, "check_images": len(images),
-                  "max_abs_diff": diff, "bytes": args.out.stat().st_size, "threshold": card.threshold}
+                  "max_abs_diff": diff, "bytes": args.out.stat().st_size, "threshold": card.threshold,
+                  "wall_seconds": wall_seconds()}
         write_json(record, args.report)
         print(f"{args.out}: opset {cfg.opset}, max |ONNX Runtime - PyTorch| = {diff:.2e} on {len(images)} test images")
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 from pipeline.artifact import save_model, write_json
 from pipeline.params import load_sections
 from pipeline.pruning.run import finetune
-from pipeline.stages._cli import add_output, add_paths, add_resume, output_paths, parser, resume_store, run
+from pipeline.stages._cli import add_output, add_paths, add_resume, output_paths, parser, run, wall_seconds
+from pipeline.stages._training import resume_store
 
 RECORD = "finetune.json"  # the record's name in --out when --report is not given
 
@@ -34,6 +35,7 @@ def main(argv: list[str] | None = None) -> None:
             return
         model, card, record = done
         save_model(model, args.out, card)
+        record["wall_seconds"] = wall_seconds()
         write_json(record, args.report)
         resume.clear()
         print(f"{record['method']}: test IoU {record['after_removal'].get('test/iou', 0):.3f} after removal -> "

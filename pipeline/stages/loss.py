@@ -4,7 +4,7 @@ that `prune` starts from (checkpoints/dense)."""
 from __future__ import annotations
 
 from pipeline.config import LossCfg, TrainCfg
-from pipeline.stages._cli import study_main
+from pipeline.stages._training import study_main
 
 DEFAULTS = {"data": "data/prepared", "model": "checkpoints/augment", "out": "checkpoints/dense",
             "report": "reports/loss.json", "plot": "reports/loss.png", "logs": "logs/loss"}

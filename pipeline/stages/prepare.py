@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pipeline.data.prepare import prepare
 from pipeline.params import load_sections
-from pipeline.stages._cli import parser, run
+from pipeline.stages._cli import parser, run, wall_seconds
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> None:
         summary = {k: manifest[k] for k in ("source", "seed", "splits")}
         summary["skipped"] = manifest["skipped"]["count"]
         summary["empty_masks"] = manifest["empty_masks"]["count"]  # no line/tower pixel: kept
+        summary["wall_seconds"] = wall_seconds()
         args.metrics.write_text(json.dumps(summary, indent=1))
         for split, figures in manifest["splits"].items():
             print(f"{split}: {figures['images']} images, line pixels {figures['fractions']['line']:.3%}")

@@ -17,7 +17,8 @@ from pipeline.params import load_sections
 from pipeline.pruning.registry import method_names
 from pipeline.pruning.run import prune
 from pipeline.selection import SCORE
-from pipeline.stages._cli import add_output, add_paths, add_resume, output_paths, parser, resume_store, run
+from pipeline.stages._cli import add_output, add_paths, add_resume, output_paths, parser, run, wall_seconds
+from pipeline.stages._training import resume_store
 
 RECORD = "prune.json"  # the record's name in --out when --report is not given
 
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
                 for name, value in record["after_removal"].items():
                     live.log_metric(name, value)
         save_model(pruned, args.out, card)
+        record["wall_seconds"] = wall_seconds()
         write_json(record, args.report)
         resume.clear()
         after = record["after_removal"]
