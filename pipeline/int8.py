@@ -48,10 +48,20 @@ def onnx_iou(model: Path, data: Path, split: str) -> float:
 
 
 def fallback_nodes(fp32: Path, cfg: QuantizeCfg) -> list[str]:
-    """The nodes the second attempt keeps in FP32 (none: no second attempt)."""
+    """The nodes the second attempt keeps in FP32 (none: no second attempt); names that are not
+    in the graph are refused before anything is quantised (ONNX Runtime would ignore them)."""
+    import onnx
+
+    from pipeline.errors import PipelineError
     from pipeline.quantize import first_and_last_convs
 
-    return first_and_last_convs(fp32) if cfg.keep_fp32 == "auto" else list(cfg.keep_fp32)
+    if cfg.keep_fp32 == "auto":
+        return first_and_last_convs(fp32)
+    unknown = sorted(set(cfg.keep_fp32) - {n.name for n in onnx.load(str(fp32), load_external_data=False).graph.node})
+    if unknown:
+        raise PipelineError(f"quantize.keep_fp32: {unknown} are not nodes of {fp32} (first_and_last_convs names "
+                            f"the auto ones)")
+    return list(cfg.keep_fp32)
 
 
 def quantize_checked(fp32: Path, out: Path, data: Path, cfg: QuantizeCfg, score: Scorer = onnx_iou
@@ -63,10 +73,10 @@ def quantize_checked(fp32: Path, out: Path, data: Path, cfg: QuantizeCfg, score:
     from pipeline.quantize import quantize_int8, training_crops
 
     out.unlink(missing_ok=True)  # a stale INT8 file must never outlive a failed check
+    fallback = fallback_nodes(fp32, cfg)
     crops = training_crops(data, cfg.calibration_crops, cfg.calibration_size)
     fp32_val = score(fp32, data, "val")
     plans = [[]]
-    fallback = fallback_nodes(fp32, cfg)
     if fallback:
         plans.append(fallback)
     attempts: list[dict[str, Any]] = []

@@ -156,3 +156,13 @@ def test_predict_runs_the_int8_model_on_photos_and_scenes(exported, tmp_path):
             assert src.crs.to_epsg() == 32633 and src.shape == (130, 160)
     assert probs["model.onnx"].shape == (70, 90) and probs["model.onnx"].std() > 0
     assert np.abs(probs["model.onnx"] - probs["int8_model.int8.onnx"]).mean() < 0.05 * 255
+
+
+def test_unknown_fp32_nodes_are_refused_before_quantising(exported, tiny_data, tmp_path):
+    from pipeline.errors import PipelineError
+
+    folder, _ = exported
+    cfg = QuantizeCfg(keep_fp32=["/no/such/Conv"], calibration_crops=1, calibration_size=64)
+    with pytest.raises(PipelineError, match=r"quantize.keep_fp32: \['/no/such/Conv'\] are not nodes"):
+        quantize_checked(folder / "model.onnx", tmp_path / "x.onnx", tiny_data, cfg)
+    assert not (tmp_path / "x.onnx").exists()
