@@ -110,7 +110,7 @@ def outcome(attempts: list[dict[str, Any]], fp32_val: float, limit: float) -> st
     """One line saying what was shipped and why."""
     last = attempts[-1]
     if last["accepted"] and not last["kept_fp32"]:
-        return f"INT8 shipped: val IoU {last['val_iou']:.4f} vs FP32 {fp32_val:.4f} (limit -{limit:g})"
+        return f"INT8 shipped: val IoU {last['val_iou']:.4f} vs FP32 {fp32_val:.4f} (may lose at most {limit:g})"
     if last["accepted"]:
         return (f"INT8 shipped with {len(last['kept_fp32'])} node(s) in FP32 ({', '.join(last['kept_fp32'])}): "
                 f"all-INT8 lost {attempts[0]['val_drop']:.4f} val IoU (limit {limit:g}), this one "
