@@ -14,7 +14,7 @@ from pipeline.export import export_onnx
 from pipeline.models import create_model
 from pipeline.quantize import quantize_int8, training_crops
 from pipeline.report.figures import iou_vs_latency
-from pipeline.report.int8 import INT8, chart_points, int8_section
+from pipeline.report.int8 import INT8, chart_points, int8_section, metrics_entry
 from pipeline.report.timing import DENSE, describe_environment, measure_models, timing_environment
 
 CARD = {"num_classes": 2, "threshold": 0.5, "normalisation": {"mean": [0.5] * 3, "std": [0.25] * 3}}
@@ -64,6 +64,8 @@ def test_int8_rows_sit_beside_fp32_with_the_device(timed):
     assert len(rows) == 2 and "FP32" in rows[0] and "INT8" in rows[1] and "`/head/Conv`" in rows[1]
     assert f"{speed[INT8]['onnx_ms']:.1f}" in rows[1] and "0.605" in rows[1] and "0.570" in rows[1]
     assert timing in text and "AVX512-VNNI" in text
+    entry = metrics_entry(record(True), speed, "dense")["dense INT8"]
+    assert entry["test/iou"] == 0.57 and entry["onnx_ms"] == speed[INT8]["onnx_ms"]
 
 
 def test_a_rejected_int8_model_is_shown_as_not_shipped(timed):

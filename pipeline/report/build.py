@@ -15,7 +15,7 @@ from pipeline.pick import DENSE as PICKED_DENSE
 from pipeline.plots import template_histograms
 from pipeline.report.collect import curves, evaluation_size, gather, model_rows, read_json, sweep_runs
 from pipeline.report.figures import CURVES, channels_per_layer, iou_vs_latency, pareto, training_curves
-from pipeline.report.int8 import INT8, chart_points, int8_section, read_record, shipped_file
+from pipeline.report.int8 import INT8, chart_points, int8_section, metrics_entry, read_record, shipped_file
 from pipeline.report.predictions import MAX_MODELS, gather_shown, prediction_figure
 from pipeline.report.render import model_table, prune_notes, to_html
 from pipeline.report.timing import (
@@ -201,8 +201,8 @@ def write_report(paths: ReportPaths, cfg: ReportCfg, sweep: SweepCfg) -> str:
     paths.out.parent.mkdir(parents=True, exist_ok=True)
     paths.out.write_text(text + "\n")
     paths.html.write_text(to_html(text, paths.out.parent, "power-line segmentation report"))
-    write_json({name: {k: v for k, v in row.items() if isinstance(v, float | int)} for name, row in rows.items()},
-               paths.metrics)
+    write_json({**{name: {k: v for k, v in row.items() if isinstance(v, float | int)} for name, row in rows.items()},
+                **metrics_entry(int8, speed, ship or DENSE)}, paths.metrics)
     write_json(cost_points(rows), paths.points)
     write_json(summary(rows, ship), paths.summary)
     write_json(curve_rows(rows, paths.logs, records["studies"]["loss"]["winner"], list(records["finetune"])),

@@ -35,6 +35,16 @@ def chart_points(record: dict[str, Any] | None, speed: dict[str, dict[str, Any]]
     return {f"{label} INT8": (speed[INT8]["onnx_ms"], record["test_iou"]["int8"])}
 
 
+def metrics_entry(record: dict[str, Any] | None, speed: dict[str, dict[str, Any]], label: str
+                  ) -> dict[str, dict[str, float]]:
+    """The shipped INT8 model's figures for reports/report.json ({} without one): its ONNX
+    Runtime test and val IoU (the export stage's) and its measured latency, size and memory."""
+    if INT8 not in speed or not record:
+        return {}
+    return {f"{label} INT8": {"test/iou": record["test_iou"]["int8"], "val/iou_onnx": record["val_iou"]["int8"],
+                              **speed[INT8]}}
+
+
 def _cells(values: list[Any]) -> str:
     return "| " + " | ".join(format(v, ".3f") if isinstance(v, float) else str(v) for v in values) + " |"
 
