@@ -46,6 +46,7 @@ def metrics_entry(record: dict[str, Any] | None, speed: dict[str, dict[str, Any]
 
 
 def _cells(values: list[Any]) -> str:
+    """A Markdown table row; floats (the IoUs) with 3 decimals, the rest pre-formatted."""
     return "| " + " | ".join(format(v, ".3f") if isinstance(v, float) else str(v) for v in values) + " |"
 
 
@@ -63,15 +64,15 @@ def int8_section(record: dict[str, Any] | None, speed: dict[str, dict[str, Any]]
     kept = record["kept_fp32"]
     lines = ["| model | weights / activations | FP32 nodes | val IoU | test IoU | ORT ms | ORT x dense | x FP32 "
              "| ONNX MB | peak MB ORT |", "|---" * 10 + "|",
-             _cells([f"{label} FP32", "FP32", "all", val["fp32"], test["fp32"], round(fp32["onnx_ms"], 1),
-                     round(fp32["onnx_speedup"], 2), "1.00", round(fp32["onnx_mb"], 2), round(fp32["onnx_peak_mb"])])]
+             _cells([f"{label} FP32", "FP32", "all", val["fp32"], test["fp32"], f"{fp32['onnx_ms']:.1f}",
+                     f"{fp32['onnx_speedup']:.2f}", "1.00", f"{fp32['onnx_mb']:.2f}", f"{fp32['onnx_peak_mb']:.0f}"])]
     if int8_timed:
         ratio = int8_timed["onnx_speedup"] / fp32["onnx_speedup"]  # both paired against dense in one run
         lines.append(_cells([f"{label} INT8", f"{fmt['weights']} / {fmt['activations']} ({fmt['format']}, "
                              f"per-channel)" if fmt["per_channel"] else f"{fmt['weights']} / {fmt['activations']}",
                              ", ".join(f"`{n}`" for n in kept) or "none", val["int8"], test["int8"],
-                             round(int8_timed["onnx_ms"], 1), round(int8_timed["onnx_speedup"], 2),
-                             f"{ratio:.2f}", round(int8_timed["onnx_mb"], 2), round(int8_timed["onnx_peak_mb"])]))
+                             f"{int8_timed['onnx_ms']:.1f}", f"{int8_timed['onnx_speedup']:.2f}",
+                             f"{ratio:.2f}", f"{int8_timed['onnx_mb']:.2f}", f"{int8_timed['onnx_peak_mb']:.0f}"]))
     else:
         lines.append(_cells([f"{label} INT8 (**not shipped**)", f"{fmt['weights']} / {fmt['activations']}", "-",
                              val["int8"], test["int8"], "-", "-", "-", "-", "-"]))
