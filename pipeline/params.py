@@ -26,7 +26,7 @@ from pipeline.config import (
     TrainerCfg,
 )
 from pipeline.errors import PipelineError, did_you_mean, one_line
-from pipeline.sections import PickCfg, PretrainCfg
+from pipeline.sections import PickCfg, PretrainCfg, QuantizeCfg
 
 
 class UniqueKeyLoader(yaml.SafeLoader):
@@ -95,7 +95,7 @@ SECTIONS: dict[str, type[Strict]] = {
     "base": BaseCfg, "prepare": PrepareCfg, "model": ModelCfg, "train": TrainCfg,
     "trainer": TrainerCfg, "baseline": BaselineCfg, "augment": AugmentCfg, "loss": LossCfg,
     "sweep": SweepCfg, "prune": PruneCfg, "finetune": FinetuneCfg, "pick": PickCfg, "export": ExportCfg,
-    "report": ReportCfg, "predict": PredictCfg, "pretrain": PretrainCfg,
+    "report": ReportCfg, "predict": PredictCfg, "pretrain": PretrainCfg, "quantize": QuantizeCfg,
 }
 
 

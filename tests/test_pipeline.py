@@ -13,7 +13,8 @@ from pipeline.preset import apply_preset
 from tests.conftest import ROOT, reset_project, run
 
 STAGES = ("prepare", "baseline", "augment", "loss", "prune", "finetune", "pick", "export", "report")
-SECTIONS = ("## Verdict", "## Speed", "## Pruning", "## Training curves", "## Test predictions", "## Export")
+SECTIONS = ("## Verdict", "## Speed", "## Pruning", "## Training curves", "## Test predictions", "## Export",
+            "## INT8")
 
 
 @pytest.fixture
@@ -46,6 +47,9 @@ def test_dvc_repro_runs_end_to_end_then_does_nothing(tiny_project):
     assert figures["ship_iou"] == rows[ship]["test/iou"]  # the pick stage's choice
     assert f"Recommended model: `{picked['choice']}`" in "\n".join(report.splitlines()[:40])
     assert rows["hqs_l0-0.5 fine-tuned"]["eager_speedup"] > 0 and rows["hqs_l0-0.5 fine-tuned"]["onnx_mb"] > 0
+    int8 = json.loads((project / "reports" / "int8.json").read_text())  # quantize.enabled by default
+    assert (project / "export" / "int8" / "model.int8.onnx").exists() is int8["accepted"]
+    assert "![IoU vs measured latency" in report and f"| {picked['choice']} INT8" in report
     second = run([sys.executable, "-m", "dvc", "repro"], project)
     assert "Running stage" not in second, second
 

@@ -14,7 +14,8 @@ from pipeline.models import create_model
 from pipeline.pick import DENSE as PICKED_DENSE
 from pipeline.plots import template_histograms
 from pipeline.report.collect import curves, evaluation_size, gather, model_rows, read_json, sweep_runs
-from pipeline.report.figures import CURVES, channels_per_layer, pareto, training_curves
+from pipeline.report.figures import CURVES, channels_per_layer, iou_vs_latency, pareto, training_curves
+from pipeline.report.int8 import INT8, chart_points, int8_section, metrics_entry, read_record, shipped_file
 from pipeline.report.predictions import MAX_MODELS, gather_shown, prediction_figure
 from pipeline.report.render import model_table, prune_notes, stage_times, time_table, to_html
 from pipeline.report.timing import (
@@ -96,11 +97,14 @@ def shipped_change(folders: dict[str, Path], ship: str | None, data: Path) -> tu
 
 
 def figure_sections(rows: dict, records: dict, folders: dict[str, Path], paths: ReportPaths,
-                    panel_images: int, ship: str | None) -> list[str]:
-    """Draw the figures into paths.plots; return their Markdown sections."""
+                    panel_images: int, ship: str | None, int8: dict[str, tuple[float, float]]) -> list[str]:
+    """Draw the figures into paths.plots; return their Markdown sections. `int8`: the INT8
+    models' (ms, test IoU) for the latency chart, drawn beside the MAC one."""
     figures = paths.plots
     pareto(rows, figures / "iou_vs_gmacs.png")
-    sections = ["## Accuracy vs cost", "![IoU vs GMACs](figures/iou_vs_gmacs.png)"]
+    iou_vs_latency(rows, int8, figures / "iou_vs_latency.png")
+    sections = ["## Accuracy vs cost", "![IoU vs GMACs](figures/iou_vs_gmacs.png) "
+                "![IoU vs measured latency, FP32 and INT8](figures/iou_vs_latency.png)"]
     if records["prune"]:
         channels_per_layer(records["prune"], figures / "channels_per_layer.png")
         sections += ["## Pruning", "\n".join(prune_notes(records["prune"])),
@@ -176,13 +180,18 @@ def write_report(paths: ReportPaths, cfg: ReportCfg, sweep: SweepCfg) -> str:
                **{run: paths.checkpoints / "final" / run for run in records["finetune"]}}
     with tempfile.TemporaryDirectory(prefix="report-networks-") as tmp:
         num_classes = load_card(folders[DENSE]).num_classes
-        speed = measure_models({**folders, **other_networks(rows, Path(tmp), num_classes)}, size, cfg)
+        int8 = read_record(paths.reports / "int8.json")
+        int8_file = shipped_file(int8)
+        speed = measure_models({**folders, **other_networks(rows, Path(tmp), num_classes)}, size, cfg,
+                               {INT8: int8_file} if int8_file else None)
     attach_speed(rows, speed)
     timing = f"batch 1 at {size[0]}x{size[1]}, {describe_environment(timing_environment(cfg.threads))}"
     change, images = shipped_change(folders, ship, paths.data)
     opening = verdict(picked, rows, change, images, timing, training_data(paths.data))
-    sections = figure_sections(rows, records, folders, paths, cfg.panel_images, ship)
+    sections = figure_sections(rows, records, folders, paths, cfg.panel_images, ship,
+                               chart_points(int8, speed, ship or DENSE))
     sections += export_section(paths.reports / "export.json")
+    sections += int8_section(int8, speed, ship or DENSE, ship or DENSE, timing)
     sections += ["## Stage wall time", "Each stage's own run (from its record), the report's latency "
                  "measurements not included.\n\n" + time_table(stage_times(paths.reports, records))]
     text = "\n\n".join([
@@ -194,8 +203,8 @@ def write_report(paths: ReportPaths, cfg: ReportCfg, sweep: SweepCfg) -> str:
     paths.out.parent.mkdir(parents=True, exist_ok=True)
     paths.out.write_text(text + "\n")
     paths.html.write_text(to_html(text, paths.out.parent, "power-line segmentation report"))
-    write_json({name: {k: v for k, v in row.items() if isinstance(v, float | int)} for name, row in rows.items()},
-               paths.metrics)
+    write_json({**{name: {k: v for k, v in row.items() if isinstance(v, float | int)} for name, row in rows.items()},
+                **metrics_entry(int8, speed, ship or DENSE)}, paths.metrics)
     write_json(cost_points(rows), paths.points)
     write_json(summary(rows, ship), paths.summary)
     write_json(curve_rows(rows, paths.logs, records["studies"]["loss"]["winner"], list(records["finetune"])),

@@ -1,4 +1,5 @@
-"""The report's figures: Pareto front, channels per layer, training curves (predictions: predictions.py)."""
+"""The report's figures: Pareto front (MACs and measured latency), channels per layer, training curves
+(predictions: predictions.py)."""
 
 from __future__ import annotations
 
@@ -61,6 +62,32 @@ def pareto(rows: dict[str, dict[str, Any]], path: Path) -> None:
     ax.set_xlabel("GMACs per image (cost size)")
     ax.set_ylabel("test power-line IoU")
     ax.set_title("accuracy vs cost of every model")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def iou_vs_latency(rows: dict[str, dict[str, Any]], int8: dict[str, tuple[float, float]], path: Path) -> None:
+    """Test IoU against measured ONNX Runtime latency: every timed model in FP32 (circles, the
+    MAC chart's colours) and the INT8 models (`int8`: {label: (ms, test IoU)}, stars), so what
+    INT8 buys in milliseconds and costs in IoU shows beside what pruning does."""
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    timed = {name: row for name, row in rows.items() if isinstance(row.get("onnx_ms"), float | int)}
+    for name, row in timed.items():
+        ax.scatter(row["onnx_ms"], row["test/iou"], c=KIND_COLOURS[row["kind"]], s=40, zorder=3)
+        ax.annotate(name + (" (failed)" if row.get("failed") else ""), (row["onnx_ms"], row["test/iou"]),
+                    textcoords="offset points", xytext=(4, 4), fontsize=7)
+    for label, (ms, iou) in int8.items():
+        ax.scatter(ms, iou, marker="*", c="tab:purple", s=160, zorder=4)
+        ax.annotate(label, (ms, iou), textcoords="offset points", xytext=(4, -10), fontsize=7, color="tab:purple")
+    for kind, colour in KIND_COLOURS.items():
+        if any(row["kind"] == kind for row in timed.values()):
+            ax.scatter([], [], c=colour, label=f"{kind} (FP32)")
+    if int8:
+        ax.scatter([], [], marker="*", c="tab:purple", s=160, label="INT8")
+    ax.set_xlabel("ONNX Runtime latency, ms (batch 1, measured)")
+    ax.set_ylabel("test power-line IoU")
+    ax.set_title("accuracy vs measured latency, FP32 and INT8")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     _save(fig, path)

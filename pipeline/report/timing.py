@@ -38,27 +38,47 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def vnni() -> str:
+    """The CPU's 8-bit dot-product instructions, which INT8 speed depends on: "AVX512-VNNI",
+    "AVX-VNNI", both, "no VNNI", or "VNNI unknown" where /proc/cpuinfo has no flags (not Linux x86)."""
+    try:
+        flags = next((line.partition(":")[2].split() for line in open("/proc/cpuinfo", encoding="utf-8")  # noqa: SIM115
+                      if line.startswith("flags")), None)
+    except OSError:
+        flags = None
+    if flags is None:
+        return "VNNI unknown"
+    found = [name for flag, name in (("avx512_vnni", "AVX512-VNNI"), ("avx_vnni", "AVX-VNNI")) if flag in flags]
+    return ", ".join(found) or "no VNNI"
+
+
 def timing_environment(threads: int) -> dict[str, Any]:
-    """What every latency figure depends on besides the model: machine, threads, runtime versions."""
+    """What every latency figure depends on besides the model: machine (with its VNNI support,
+    for INT8), threads, runtime versions."""
     import onnxruntime
     import torch
 
-    return {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": threads, "torch": torch.__version__,
-            "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "vnni": vnni(), "threads": threads,
+            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
 
 
 def describe_environment(env: dict[str, Any]) -> str:
-    """One line: `{cpu} ({cores} cores), {threads} threads, PyTorch x, ONNX Runtime y, Python z`."""
+    """One line: `{cpu} ({cores} cores, {vnni}), {threads} threads, PyTorch x, ONNX Runtime y, Python z`."""
     threads = f"{env['threads']} thread" + ("s" if env["threads"] != 1 else "")
-    return (f"{env['cpu']} ({env['cores']} cores), {threads}, PyTorch {env['torch']}, "
+    machine = f"{env['cores']} cores" + (f", {env['vnni']}" if env.get("vnni") else "")  # older records lack it
+    return (f"{env['cpu']} ({machine}), {threads}, PyTorch {env['torch']}, "
             f"ONNX Runtime {env['onnxruntime']}, Python {env['python']}")
 
 
-def measure_models(folders: dict[str, Path], size: tuple[int, int], cfg: ReportCfg) -> dict[str, dict[str, Any]]:
+def measure_models(folders: dict[str, Path], size: tuple[int, int], cfg: ReportCfg,
+                   onnx_files: dict[str, Path] | None = None) -> dict[str, dict[str, Any]]:
     """Per model folder ({DENSE: ..., run: ...}): eager and ONNX Runtime median latency and
     speed-up over DENSE (paired, interleaved in one run), GMACs and Mparams counted at the
     timed size, the ONNX file's size, and ONNX Runtime's peak RSS in a fresh process. (Eager
-    peak memory is left out: PyTorch's runtime, about 800 MB, hid any model's share.)"""
+    peak memory is left out: PyTorch's runtime, about 800 MB, hid any model's share.)
+    `onnx_files` ({name: file}, e.g. the INT8 export) are timed as they are, interleaved with
+    the folders' ONNX runs: their ONNX figures only."""
+    onnx_files = onnx_files or {}
     height, width = size
     with tempfile.TemporaryDirectory(prefix="report-onnx-") as tmp:
         onnx, runners, costs = {}, {}, {}
@@ -70,6 +90,9 @@ def measure_models(folders: dict[str, Path], size: tuple[int, int], cfg: ReportC
             export_onnx(model, card, onnx[name], height, width)
             runners[f"eager {name}"] = torch_runner(model, height, width, cfg.threads)
             runners[f"onnx {name}"] = onnx_runner(onnx[name], height, width, cfg.threads)
+        for name, path in onnx_files.items():
+            onnx[name] = path
+            runners[f"onnx {name}"] = onnx_runner(path, height, width, cfg.threads)
         print(f"latency: {len(runners)} runners x {cfg.rounds} interleaved rounds at {height}x{width}")
         eager = interleaved({k: v for k, v in runners.items() if k.startswith("eager")}, f"eager {DENSE}",
                             cfg.rounds, cfg.warmup, desc="eager latency")
@@ -84,6 +107,10 @@ def measure_models(folders: dict[str, Path], size: tuple[int, int], cfg: ReportC
                 "onnx_mb": onnx[name].stat().st_size / 1e6,
                 "onnx_peak_mb": peak_memory(onnx[name], height, width, cfg.threads)["peak_mb"],
             }
+        for name in onnx_files:
+            table[name] = {"onnx_ms": ort[f"onnx {name}"]["median_ms"], "onnx_speedup": ort[f"onnx {name}"]["speedup"],
+                           "onnx_mb": onnx[name].stat().st_size / 1e6,
+                           "onnx_peak_mb": peak_memory(onnx[name], height, width, cfg.threads)["peak_mb"]}
     return table
 
 
