@@ -4,8 +4,9 @@ Arms, per seed: `synthetic` (the synthetic set alone, the `pretrain` settings); 
 80 PLDU training images alone, `train.epochs`); `pretrain_finetune` (the synthetic arm's
 model, then `train.epochs` on PLDU); `pldu_equal_steps` (PLDU alone with as many optimiser
 steps as pretraining + fine-tuning took). Checkpoints are selected on val only; every
-threshold is tuned on PLDU val. Scores: the 20 PLDU test images and all 120 images,
-separately (strict IoU, tolerance F1, BCa intervals); training time per arm.
+threshold is tuned on PLDU val. Scores: the 20 PLDU test images (strict IoU, tolerance F1,
+BCa intervals), and all 120 images for the synthetic arm only (the others trained and
+selected on PLDU's train and val images); training time per arm.
 
 Each run writes a small JSON record under bench/results/sim2real/ carrying the hashes of
 its code, data, starting model and config (bench/records.py): rerun the command and it

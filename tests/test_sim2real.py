@@ -64,7 +64,8 @@ def test_pretrain_finetune_arm_end_to_end(tiny_config, tiny_data, tmp_path, caps
 
     summary = json.loads((tmp_path / "out" / "sim2real.json").read_text())
     (row,) = summary["rows"]
-    assert row["arm"] == "pretrain_finetune" and row["test"]["images"] == 4 and row["all"]["images"] == 16
+    assert row["arm"] == "pretrain_finetune" and row["test"]["images"] == 4
+    assert "all" not in row  # it trained and selected on the other images
     assert row["test"]["iou"]["method"] == "BCa" and row["steps"] == [tuned["steps"] + synthetic["steps"]]
     assert summary["goal"]["met"] is None and "pretrain_finetune" in (tmp_path / "out" / "sim2real.md").read_text()
 
@@ -109,11 +110,15 @@ def test_the_goal_needs_two_points_with_the_interval_above_zero(pretrained_tp, m
 
     assert set(fake_run("pldu", 0, 5)["test_counts"]) == {"names", *COUNTS}
     runs = {"pretrain_finetune": [fake_run("pretrain_finetune", s, pretrained_tp) for s in range(3)],
-            "pldu_equal_steps": [fake_run("pldu_equal_steps", s, 5) for s in range(3)]}
+            "pldu_equal_steps": [fake_run("pldu_equal_steps", s, 5) for s in range(3)],
+            "synthetic": [fake_run("synthetic", s, 3) for s in range(3)]}
     summary = summarise(runs, [], 200)
     assert summary["goal"]["met"] is met
     (row,) = [r for r in summary["rows"] if r["arm"] == "pretrain_finetune"]
     assert row["steps"] == [80] * 3 and row["minutes"]["mean"] == pytest.approx(3.0)  # pretraining counted
-    assert row["test"]["images"] == 20 and row["all"]["images"] == 30
+    assert row["test"]["images"] == 20 and "all" not in row  # PLDU-trained: no score on its training images
+    (synthetic,) = [r for r in summary["rows"] if r["arm"] == "synthetic"]
+    assert synthetic["all"]["images"] == 30 and synthetic["all"]["iou"]["mean"] == pytest.approx(105 / 375)  # pooled
+    assert all(set(c) == {"seeds", "test"} for c in summary["comparisons"].values())
     low, high = row["test"]["iou"]["ci95"]
     assert low <= row["test"]["iou"]["mean"] <= high and row["test"]["iou"]["seeds"]["std"] == 0
