@@ -97,6 +97,25 @@ def test_the_iou_change_interval_is_paired_over_images():
     assert 0 < found["low"] <= found["change"] <= found["high"]
     assert found["change"] == pytest.approx(found["ship"] - found["dense"])
     assert iou_change(dense, dense)["change"] == 0
-    assert np.isnan(iou_change(counts([5], [1], [1]), counts([6], [1], [1]))["low"])  # one image: no interval
+    one = iou_change(counts([5], [1], [1]), counts([6], [1], [1]))  # one image: no interval, the point
+    assert one["low"] == one["high"] == one["change"] == pytest.approx(6 / 8 - 5 / 7)
+    same = iou_change(dense, dense)  # no spread: the same rule
+    assert same["low"] == same["high"] == 0
 
 
+
+
+def test_the_interval_runs_on_the_oldest_scipy_pyproject_allows(monkeypatch):
+    """scipy 1.11-1.14's bootstrap has no `rng` argument (pyproject allows scipy>=1.11)."""
+    import pipeline.intervals
+
+    real = pipeline.intervals.bootstrap
+
+    def old_bootstrap(*args, **kwargs):
+        if "rng" in kwargs:
+            raise TypeError("bootstrap() got an unexpected keyword argument 'rng'")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline.intervals, "bootstrap", old_bootstrap)
+    found = iou_change(counts([5, 9, 7], [1, 2, 1], [1, 0, 3]), counts([6, 9, 8], [1, 1, 1], [1, 0, 2]))
+    assert found["low"] <= found["change"] <= found["high"]
