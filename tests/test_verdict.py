@@ -18,7 +18,7 @@ from pipeline.config import ModelCfg, ReportCfg, SweepCfg
 from pipeline.models import create_model
 from pipeline.pick import choose
 from pipeline.report.build import ReportPaths, write_report
-from pipeline.report.verdict import iou_change
+from pipeline.report.verdict import iou_change, training_data
 from pipeline.sections import PickCfg
 from pipeline.selection import SCORE
 from tests.test_dvc_views import write_curve
@@ -70,7 +70,7 @@ def test_the_first_40_lines_of_the_report_hold_the_verdict(tmp_path, tiny_data, 
                  "**Test IoU:**", "**Measured speed-up over dense:**", "x PyTorch eager", "x ONNX Runtime",
                  f"PyTorch {torch.__version__}, ONNX Runtime {onnxruntime.__version__}", "batch 1 at 64x64",
                  "**File size:**", "MB as ONNX", "**Training data:** `synthetic`, 8 training images",
-                 "Synthetic images only", "**Why:** `hqs_l0-0.5` has the fewest Mparams",
+                 "Synthetic wires only", "**Why:** `hqs_l0-0.5` has the fewest Mparams",
                  "`magnitude-0.5` **failed**"):
         assert item in head, item
     test_line = next(line for line in head.splitlines() if line.startswith("- **Test IoU:**"))
@@ -119,3 +119,22 @@ def test_the_interval_runs_on_the_oldest_scipy_pyproject_allows(monkeypatch):
     monkeypatch.setattr(pipeline.intervals, "bootstrap", old_bootstrap)
     found = iou_change(counts([5, 9, 7], [1, 2, 1], [1, 0, 3]), counts([6, 9, 8], [1, 1, 1], [1, 0, 2]))
     assert found["low"] <= found["change"] <= found["high"]
+
+
+def test_the_training_data_line_names_the_pretraining_and_never_claims_no_real_photo(tmp_path):
+    manifest = {"source": "pld-uav", "splits": {"train": {"images": 80}, "val": {"images": 20}, "test": {"images": 20}}}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    baseline = tmp_path / "baseline.json"
+    baseline.write_text(json.dumps({"pretrain": {"enabled": False}}))
+    assert training_data(tmp_path, baseline) == "`pld-uav`, 80 training images (20 val, 20 test)"
+    pretrain = {"enabled": True, "epochs": 3, "synthetic": {"n_train": 500, "renderer": "wires",
+                                                            "backgrounds": "photos/site"}}
+    baseline.write_text(json.dumps({"pretrain": pretrain}))
+    assert training_data(tmp_path, baseline) == ("`pld-uav`, 80 training images (20 val, 20 test), after pretraining "
+                                                 "on 500 synthetic images (`wires` wires drawn on the photos in "
+                                                 "`photos/site`, 3 epochs)")
+    manifest["source"] = "synthetic"  # e.g. wires drawn on real background photos: real photos were seen
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    line = training_data(tmp_path, baseline)
+    assert "never seen a real labelled wire" in line and "real photo" not in line
+    assert "drawn on the photos in `photos/site`" in line

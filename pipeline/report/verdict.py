@@ -28,16 +28,25 @@ def iou_change(dense: dict[str, list[int]], ship: dict[str, list[int]], seed: in
             "low": low, "high": high}
 
 
-def training_data(data: Path) -> str:
-    """Where the models' training images came from (the prepared data's manifest), with a
-    warning when they were all synthetic."""
+def training_data(data: Path, baseline: Path | None = None) -> str:
+    """Where the models' training images came from: the prepared data's manifest, and the
+    synthetic pretraining when the baseline stage ran one (`baseline`: reports/baseline.json),
+    with a warning when the prepared data is synthetic (wires drawn by the generator, on its
+    own scenes or on real background photos: either way no real labelled wire)."""
     manifest = json.loads((data / "manifest.json").read_text())
     splits = {name: split["images"] for name, split in manifest.get("splits", {}).items()}
     line = (f"`{manifest['source']}`, {splits.get('train', 0)} training images "
             f"({splits.get('val', 0)} val, {splits.get('test', 0)} test)")
+    pretrain = json.loads(baseline.read_text()).get("pretrain") if baseline and baseline.exists() else None
+    if pretrain and pretrain.get("enabled"):
+        synthetic, epochs = pretrain.get("synthetic", {}), pretrain.get("epochs", "?")
+        drawn_on = (f"the photos in `{synthetic['backgrounds']}`" if synthetic.get("backgrounds")
+                    else "generated scenes")
+        line += (f", after pretraining on {synthetic.get('n_train', '?')} synthetic images "
+                 f"(`{synthetic.get('renderer', '?')}` wires drawn on {drawn_on}, {epochs} epochs)")
     if manifest["source"] == "synthetic":
-        line += (". **Synthetic images only: the model has never seen a real photo; expect it to miss real wires "
-                 "until it is trained on real data (prepare.source)**")
+        line += (". **Synthetic wires only: the model has never seen a real labelled wire; expect it to miss real "
+                 "wires until it is trained on real labelled data (prepare.source)**")
     return line
 
 
