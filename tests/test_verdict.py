@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -74,7 +75,9 @@ def test_the_first_40_lines_of_the_report_hold_the_verdict(tmp_path, tiny_data, 
                  "`magnitude-0.5` **failed**"):
         assert item in head, item
     test_line = next(line for line in head.splitlines() if line.startswith("- **Test IoU:**"))
-    assert "interval" in test_line and "4 test images" in test_line
+    # the interval itself, not "(no interval: ...)"
+    assert re.search(r"\(95% paired bootstrap interval over the 4 test images: [+-]\d\.\d{3} to [+-]\d\.\d{3}\)$",
+                     test_line.rstrip(".")), test_line
     html = paths.html.read_text()
     assert html.index("Recommended model") < html.index("Every model")
     rows = json.loads(paths.metrics.read_text())
