@@ -122,3 +122,38 @@ def test_the_goal_needs_two_points_with_the_interval_above_zero(pretrained_tp, m
     assert all(set(c) == {"seeds", "test"} for c in summary["comparisons"].values())
     low, high = row["test"]["iou"]["ci95"]
     assert low <= row["test"]["iou"]["mean"] <= high and row["test"]["iou"]["seeds"]["std"] == 0
+
+
+def test_a_mean_gain_over_two_points_whose_interval_crosses_zero_misses_the_goal():
+    from bench.sim2real_summary import summarise
+
+    def erratic(seed: int) -> dict:
+        """Far better on the even images, worse on the odd ones: +0.06 pooled, not on every image."""
+        record = fake_run("pretrain_finetune", seed, 5)
+        table = record["test_counts"]
+        table["tp"] = [10 if i % 2 == 0 else 2 for i in range(20)]
+        table["fn"] = [10 - tp for tp in table["tp"]]
+        return record
+
+    runs = {"pretrain_finetune": [erratic(s) for s in range(3)],
+            "pldu_equal_steps": [fake_run("pldu_equal_steps", s, 5) for s in range(3)]}
+    summary = summarise(runs, [], 200)
+    gain = summary["comparisons"]["pretrain_finetune - pldu_equal_steps"]["test"]["iou"]
+    assert gain["mean"] == pytest.approx(120 / 240 - 110 / 250)  # pooled over the images: >= 0.02
+    assert gain["ci95"][0] < 0 < gain["ci95"][1]
+    assert summary["goal"]["met"] is False
+
+
+def test_equal_steps_epochs_by_hand(monkeypatch):
+    """5 PLDU epochs + ceil(pretraining steps / PLDU steps per epoch)."""
+    from types import SimpleNamespace
+
+    from pipeline.config import TrainCfg
+
+    steps = {"synthetic": 10, "real": 4}  # optimiser steps per epoch of each set
+    monkeypatch.setattr(sim2real_runs, "steps_per_epoch", lambda data, train: steps[str(data)])
+    b = object.__new__(sim2real.Sim2Real)
+    b.synthetic, b.real = Path("synthetic"), Path("real")
+    for pretrain_epochs, expected in ((3, 5 + 8), (2, 5 + 5), (4, 5 + 10)):  # 30/4 -> 8, 20/4 -> 5, 40/4 -> 10
+        b.sections = {"pretrain": SimpleNamespace(epochs=pretrain_epochs), "train": TrainCfg(epochs=5)}
+        assert b.equal_steps_epochs() == expected
