@@ -24,6 +24,20 @@ SLACK = 1e-9
 REPORTED = ("test/iou",)  # carried to the table for the report, never read by the rule
 
 
+def within(score: float, reference: float, tolerance: float) -> bool:
+    """Whether a val `score` is at most `tolerance` below `reference` (float slack included)."""
+    return reference - score <= tolerance + SLACK
+
+
+def cheapest_within(rows: dict[str, dict[str, Any]], reference: float, tolerance: float,
+                    objective: str = "gmacs") -> str:
+    """The rule of the pick stage and of every study (pipeline.study.pick): among the rows whose
+    SCORE is `within` `tolerance` of `reference`, the name of the one with the fewest
+    `objective`; ties go to the higher SCORE, then to the name (deterministic)."""
+    close = [name for name, row in rows.items() if within(row[SCORE], reference, tolerance)]
+    return min(close, key=lambda name: (rows[name][objective], -rows[name][SCORE], name))
+
+
 def candidate_table(dense: dict[str, Any], runs: dict[str, dict[str, Any]], rule: PickCfg) -> list[dict[str, Any]]:
     """One row per model (dense first, then the runs by name): val score, its drop from dense,
     costs, the reported test figures, `failed` and whether it `qualifies` under `rule`."""
@@ -34,13 +48,8 @@ def candidate_table(dense: dict[str, Any], runs: dict[str, dict[str, Any]], rule
         drop = base - row[SCORE]
         table.append({"model": name, SCORE: row[SCORE], "val_drop": drop, "gmacs": row["gmacs"],
                       "mparams": row["mparams"], **{key: row[key] for key in REPORTED if key in row},
-                      "failed": broken, "qualifies": not broken and drop <= rule.max_iou_drop + SLACK})
+                      "failed": broken, "qualifies": not broken and within(row[SCORE], base, rule.max_iou_drop)})
     return table
-
-
-def _cheapest(rows: list[dict[str, Any]], objective: str) -> dict[str, Any]:
-    """The lowest `objective`; ties go to the higher val score, then to the name (deterministic)."""
-    return min(rows, key=lambda r: (r[objective], -r[SCORE], r["model"]))
 
 
 def _verdict(row: dict[str, Any], chosen: str, by_rule: str, rule: PickCfg) -> str:
@@ -84,7 +93,8 @@ def choose(dense: dict[str, Any], runs: dict[str, dict[str, Any]], rule: PickCfg
     "mparams"}, optionally test figures, which are only reported). Returns the JSON the pick
     stage writes: {"choice", "rule", "reason", "forced", "candidates": [...]}."""
     table = candidate_table(dense, runs, rule)
-    by_rule = _cheapest([row for row in table if row["qualifies"]], rule.objective)
+    usable = {row["model"]: row for row in table if not row["failed"]}  # dense never fails: never empty
+    by_rule = usable[cheapest_within(usable, table[0][SCORE], rule.max_iou_drop, rule.objective)]
     chosen, reason = by_rule, _reason(table, by_rule, rule)
     if rule.model is not None:
         names = [row["model"] for row in table]
