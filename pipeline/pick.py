@@ -16,26 +16,11 @@ from pipeline.errors import PipelineError
 from pipeline.params import load_params
 from pipeline.sections import PickCfg
 from pipeline.selection import FAIL_SHARE, SCORE, failed
+from pipeline.tolerance import cheapest_within, within
 
 DENSE = "dense"
 OBJECTIVES = {"gmacs": "GMACs", "mparams": "Mparams"}
-# val scores are float32 sums: 0.42 - 0.41 must count as a drop of 0.01, not 0.0100000001
-SLACK = 1e-9
 REPORTED = ("test/iou",)  # carried to the table for the report, never read by the rule
-
-
-def within(score: float, reference: float, tolerance: float) -> bool:
-    """Whether a val `score` is at most `tolerance` below `reference` (float slack included)."""
-    return reference - score <= tolerance + SLACK
-
-
-def cheapest_within(rows: dict[str, dict[str, Any]], reference: float, tolerance: float,
-                    objective: str = "gmacs") -> str:
-    """The rule of the pick stage and of every study (pipeline.study.pick): among the rows whose
-    SCORE is `within` `tolerance` of `reference`, the name of the one with the fewest
-    `objective`; ties go to the higher SCORE, then to the name (deterministic)."""
-    close = [name for name, row in rows.items() if within(row[SCORE], reference, tolerance)]
-    return min(close, key=lambda name: (rows[name][objective], -rows[name][SCORE], name))
 
 
 def candidate_table(dense: dict[str, Any], runs: dict[str, dict[str, Any]], rule: PickCfg) -> list[dict[str, Any]]:

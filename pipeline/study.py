@@ -15,9 +15,9 @@ from torch import nn
 from pipeline.artifact import load_model, save_model
 from pipeline.config import ModelCfg, TrainCfg, TrainerCfg
 from pipeline.measure import macs_and_params
-from pipeline.pick import cheapest_within
 from pipeline.resume import ResumeStore
 from pipeline.selection import SCORE
+from pipeline.tolerance import cheapest_within
 from pipeline.train import FitResult, describe, fit
 
 
@@ -56,7 +56,7 @@ def run_variant(variant: Variant, trainer: TrainerCfg, data: Path, logs: Path, s
 
 def pick(rows: dict[str, dict[str, float]], tolerance: float) -> str:
     """Highest SCORE (val IoU at the tuned threshold), but among variants within `tolerance`
-    of it the fewest MACs wins: pipeline.pick.cheapest_within, the pick stage's rule, with
+    of it the fewest MACs wins: pipeline.tolerance.cheapest_within, the pick stage's rule, with
     the best variant as the reference.
 
     Uses only deterministic figures; equal MACs go to the higher SCORE, then to the name, so
