@@ -21,6 +21,8 @@ from typing import Any
 import torch
 
 from pipeline.artifact import WEIGHTS, write_json
+from pipeline.config import Strict
+from pipeline.params import SECTIONS, load_params, parse_section
 
 ROOT = Path(__file__).resolve().parent.parent
 # The method registry's list is left out of the code a run ran: adding a method to it must
@@ -74,6 +76,14 @@ def weights_hash(model_folder: Path) -> str:
     from pipeline.pretrain import state_hash  # the training stack: only when a model is hashed
 
     return state_hash(torch.load(model_folder / WEIGHTS, map_location="cpu", weights_only=True))
+
+
+def load_bench_config(path: Path, bench_cfg: type[Strict], used: tuple[str, ...]) -> tuple[Any, dict[str, Any]]:
+    """A benchmark preset: its `bench` section (validated by `bench_cfg`) and the validated
+    pipeline sections `used`, by name."""
+    params = load_params(path)
+    bench = parse_section(params, "bench", bench_cfg, str(path))
+    return bench, {name: parse_section(params, name, SECTIONS[name], str(path)) for name in used}
 
 
 def config_hash(config: Any) -> str:

@@ -28,10 +28,9 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from bench.records import ROOT, RecordStore, code_hash, config_hash, folder_hash, weights_hash
+from bench.records import ROOT, RecordStore, code_hash, config_hash, folder_hash, load_bench_config, weights_hash
 from pipeline.config import BaseCfg, Strict
 from pipeline.data.prepare import prepare
-from pipeline.params import SECTIONS, load_params, parse_section
 from pipeline.pretrain import synthetic_set
 
 ARMS = ("synthetic", "pldu", "pretrain_finetune", "pldu_equal_steps")
@@ -55,9 +54,7 @@ class BenchCfg(Strict):
 
 def load_config(path: Path) -> tuple[BenchCfg, dict[str, Any]]:
     """The `bench` section and the validated pipeline sections of the preset."""
-    params = load_params(path)
-    bench = parse_section(params, "bench", BenchCfg, str(path))
-    sections = {name: parse_section(params, name, SECTIONS[name], str(path)) for name in USED}
+    bench, sections = load_bench_config(path, BenchCfg, USED)
     if sections["train"].early_stopping_patience:  # a stopped run would break the equal-steps control
         sys.exit(f"{path}: train.early_stopping_patience must be 0 (the arms compare fixed step budgets)")
     return bench, sections
