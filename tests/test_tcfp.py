@@ -23,26 +23,17 @@ from pipeline.pruning.tcfp import (
     function_clusters,
 )
 from pipeline.pruning.templates import Templates, attach_templates
+from tests.test_feature_map_methods import PlantedNet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 SIDE = 16
 
 
-class Planted(nn.Module):
-    """1x1 conv (weights `mix`, no bias) -> BN at identity -> ReLU -> head: channel c's map is
+def Planted(mix: Tensor) -> PlantedNet:  # noqa: N802 - reads like the class it builds
+    """1x1 conv (weights `mix`) -> BN at identity -> ReLU -> head: channel c's map is
     relu(sum_i mix[c, i] * input_i), exactly (in eval mode)."""
-
-    def __init__(self, mix: Tensor):
-        super().__init__()
-        self.conv = nn.Conv2d(mix.shape[1], mix.shape[0], 1, bias=False)
-        self.bn = nn.BatchNorm2d(mix.shape[0])
-        self.segmentation_head = nn.Conv2d(mix.shape[0], 1, 1)
-        with torch.no_grad():
-            self.conv.weight.copy_(mix[:, :, None, None])
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.segmentation_head(torch.relu(self.bn(self.conv(x))))
+    return PlantedNet(mix, relu=True)
 
 
 def bump(row: int, col: int) -> Tensor:
