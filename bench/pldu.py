@@ -27,10 +27,9 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from bench.records import ROOT, RecordStore, code_hash, config_hash, folder_hash, weights_hash
+from bench.records import ROOT, RecordStore, code_hash, config_hash, folder_hash, load_bench_config, weights_hash
 from pipeline.config import PruneCfg, Strict
 from pipeline.data.prepare import prepare
-from pipeline.params import SECTIONS, load_params, parse_section
 from pipeline.pruning.registry import METHODS, check_method, method_names
 from pipeline.selection import failed
 
@@ -61,10 +60,7 @@ class BenchCfg(Strict):
 
 def load_config(path: Path) -> tuple[BenchCfg, dict[str, Any]]:
     """The `bench` section and the validated pipeline sections of the preset."""
-    params = load_params(path)
-    bench = parse_section(params, "bench", BenchCfg, str(path))
-    sections = {name: parse_section(params, name, SECTIONS[name], str(path)) for name in USED}
-    return bench, sections
+    return load_bench_config(path, BenchCfg, USED)
 
 
 class Benchmark:

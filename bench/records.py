@@ -21,6 +21,8 @@ from typing import Any
 import torch
 
 from pipeline.artifact import WEIGHTS, write_json
+from pipeline.config import Strict
+from pipeline.params import SECTIONS, load_params, parse_section
 
 ROOT = Path(__file__).resolve().parent.parent
 # The method registry's list is left out of the code a run ran: adding a method to it must
@@ -69,14 +71,19 @@ def folder_hash(folder: Path) -> str:
 
 
 def weights_hash(model_folder: Path) -> str:
-    """sha256 over a saved model's tensors (names, shapes and bytes; not the file's framing)."""
-    state = torch.load(model_folder / WEIGHTS, map_location="cpu", weights_only=True)
-    digest = hashlib.sha256()
-    for name in sorted(state):
-        tensor = state[name].contiguous()
-        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
-        digest.update(tensor.numpy().tobytes() if tensor.dtype != torch.bfloat16 else tensor.float().numpy().tobytes())
-    return digest.hexdigest()[:16]
+    """sha256 over a saved model's tensors (names, shapes, dtypes and bytes; not the file's
+    framing): pipeline.pretrain.state_hash of its state dict."""
+    from pipeline.pretrain import state_hash  # the training stack: only when a model is hashed
+
+    return state_hash(torch.load(model_folder / WEIGHTS, map_location="cpu", weights_only=True))
+
+
+def load_bench_config(path: Path, bench_cfg: type[Strict], used: tuple[str, ...]) -> tuple[Any, dict[str, Any]]:
+    """A benchmark preset: its `bench` section (validated by `bench_cfg`) and the validated
+    pipeline sections `used`, by name."""
+    params = load_params(path)
+    bench = parse_section(params, "bench", bench_cfg, str(path))
+    return bench, {name: parse_section(params, name, SECTIONS[name], str(path)) for name in used}
 
 
 def config_hash(config: Any) -> str:

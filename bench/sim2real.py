@@ -4,8 +4,9 @@ Arms, per seed: `synthetic` (the synthetic set alone, the `pretrain` settings); 
 80 PLDU training images alone, `train.epochs`); `pretrain_finetune` (the synthetic arm's
 model, then `train.epochs` on PLDU); `pldu_equal_steps` (PLDU alone with as many optimiser
 steps as pretraining + fine-tuning took). Checkpoints are selected on val only; every
-threshold is tuned on PLDU val. Scores: the 20 PLDU test images and all 120 images,
-separately (strict IoU, tolerance F1, BCa intervals); training time per arm.
+threshold is tuned on PLDU val. Scores: the 20 PLDU test images (strict IoU, tolerance F1,
+BCa intervals), and all 120 images for the synthetic arm only (the others trained and
+selected on PLDU's train and val images); training time per arm.
 
 Each run writes a small JSON record under bench/results/sim2real/ carrying the hashes of
 its code, data, starting model and config (bench/records.py): rerun the command and it
@@ -27,10 +28,9 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from bench.records import ROOT, RecordStore, code_hash, config_hash, folder_hash, weights_hash
+from bench.records import ROOT, RecordStore, code_hash, config_hash, folder_hash, load_bench_config, weights_hash
 from pipeline.config import BaseCfg, Strict
 from pipeline.data.prepare import prepare
-from pipeline.params import SECTIONS, load_params, parse_section
 from pipeline.pretrain import synthetic_set
 
 ARMS = ("synthetic", "pldu", "pretrain_finetune", "pldu_equal_steps")
@@ -54,9 +54,7 @@ class BenchCfg(Strict):
 
 def load_config(path: Path) -> tuple[BenchCfg, dict[str, Any]]:
     """The `bench` section and the validated pipeline sections of the preset."""
-    params = load_params(path)
-    bench = parse_section(params, "bench", BenchCfg, str(path))
-    sections = {name: parse_section(params, name, SECTIONS[name], str(path)) for name in USED}
+    bench, sections = load_bench_config(path, BenchCfg, USED)
     if sections["train"].early_stopping_patience:  # a stopped run would break the equal-steps control
         sys.exit(f"{path}: train.early_stopping_patience must be 0 (the arms compare fixed step budgets)")
     return bench, sections

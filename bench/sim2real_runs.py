@@ -34,7 +34,8 @@ def steps_per_epoch(data: Path, train: TrainCfg) -> int:
 
 def counts(model: Any, data: Path, threshold: float) -> dict[str, Any]:
     """Per-image counts at `threshold`: the test split, and every image of every split
-    (PLDU's 120: its test figures and the whole public set, reported separately)."""
+    (PLDU's 120). The summary reports the latter only for the arm that never trained on PLDU
+    (bench/sim2real_summary.py `UNSEEN`): the others trained and selected on train and val."""
     tables = {split: split_counts(model, data, threshold, split) for split in SPLITS}
     every = {key: [value for split in SPLITS for value in tables[split][key]] for key in ("names", *COUNTS)}
     return {"test_counts": tables["test"], "all_counts": every}

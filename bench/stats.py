@@ -4,11 +4,11 @@ intervals over test images (the test set is small, so seed spread alone says too
 from __future__ import annotations
 
 import statistics
-import warnings
 from typing import Any
 
 import numpy as np
 
+from pipeline import intervals
 from pipeline.scoring import COUNTS, scores
 
 
@@ -35,25 +35,8 @@ def seed_summed_counts(runs: list[dict[str, list]], names: list[str]) -> dict[st
 def paired_bca(runs: list[dict[str, list]], refs: list[dict[str, list]], metric: str = "iou",
                n_resamples: int = 4999, seed: int = 0) -> dict[str, Any]:
     """`metric` of `runs` minus that of `refs` on the same test images, with a 95 % BCa
-    interval (scipy.stats.bootstrap) that resamples images, each image's counts summed over
-    the seeds first: the corpus score of the pooled seeds, the way every other figure is made."""
-    from scipy.stats import bootstrap
-
+    interval (pipeline.intervals.paired_bca) that resamples images, each image's counts summed
+    over the seeds first: the corpus score of the pooled seeds, the way every other figure is made."""
     names = sorted(runs[0]["names"])
-    mine, theirs = seed_summed_counts(runs, names), seed_summed_counts(refs, names)
-
-    def difference(index: np.ndarray) -> float:
-        index = index.astype(int)
-        return float(scores({k: v[index] for k, v in mine.items()})[metric]
-                     - scores({k: v[index] for k, v in theirs.items()})[metric])
-
-    every = np.arange(len(names))
-    with warnings.catch_warnings():  # the degenerate case is handled below
-        warnings.simplefilter("ignore")
-        result = bootstrap((every,), difference, vectorized=False, paired=True, n_resamples=n_resamples,
-                           confidence_level=0.95, method="BCa", random_state=np.random.default_rng(seed))
-    low, high = result.confidence_interval
-    point = difference(every)
-    if not np.ptp(result.bootstrap_distribution):  # no spread (identical models): BCa is undefined, the CI is the point
-        low = high = point
-    return {"mean": point, "ci95": [float(low), float(high)], "method": "BCa", "images": len(names)}
+    return intervals.paired_bca(seed_summed_counts(runs, names), seed_summed_counts(refs, names),
+                                lambda counts: scores(counts)[metric], n_resamples, seed)

@@ -33,7 +33,8 @@ def session(path: str, threads: int) -> ort.InferenceSession:
 
 def device() -> str:
     """The CPU model (/proc/cpuinfo on Linux, else `platform`), its cores and ONNX Runtime's
-    version: a latency means little without them."""
+    version: a latency means little without them. pipeline/report/timing.py's `cpu_name`
+    repeats the CPU lookup on purpose: this script must run alone on the target device."""
     name = ""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:

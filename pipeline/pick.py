@@ -16,11 +16,10 @@ from pipeline.errors import PipelineError
 from pipeline.params import load_params
 from pipeline.sections import PickCfg
 from pipeline.selection import FAIL_SHARE, SCORE, failed
+from pipeline.tolerance import cheapest_within, within
 
 DENSE = "dense"
 OBJECTIVES = {"gmacs": "GMACs", "mparams": "Mparams"}
-# val scores are float32 sums: 0.42 - 0.41 must count as a drop of 0.01, not 0.0100000001
-SLACK = 1e-9
 REPORTED = ("test/iou",)  # carried to the table for the report, never read by the rule
 
 
@@ -34,13 +33,8 @@ def candidate_table(dense: dict[str, Any], runs: dict[str, dict[str, Any]], rule
         drop = base - row[SCORE]
         table.append({"model": name, SCORE: row[SCORE], "val_drop": drop, "gmacs": row["gmacs"],
                       "mparams": row["mparams"], **{key: row[key] for key in REPORTED if key in row},
-                      "failed": broken, "qualifies": not broken and drop <= rule.max_iou_drop + SLACK})
+                      "failed": broken, "qualifies": not broken and within(row[SCORE], base, rule.max_iou_drop)})
     return table
-
-
-def _cheapest(rows: list[dict[str, Any]], objective: str) -> dict[str, Any]:
-    """The lowest `objective`; ties go to the higher val score, then to the name (deterministic)."""
-    return min(rows, key=lambda r: (r[objective], -r[SCORE], r["model"]))
 
 
 def _verdict(row: dict[str, Any], chosen: str, by_rule: str, rule: PickCfg) -> str:
@@ -84,7 +78,8 @@ def choose(dense: dict[str, Any], runs: dict[str, dict[str, Any]], rule: PickCfg
     "mparams"}, optionally test figures, which are only reported). Returns the JSON the pick
     stage writes: {"choice", "rule", "reason", "forced", "candidates": [...]}."""
     table = candidate_table(dense, runs, rule)
-    by_rule = _cheapest([row for row in table if row["qualifies"]], rule.objective)
+    usable = {row["model"]: row for row in table if not row["failed"]}  # dense never fails: never empty
+    by_rule = usable[cheapest_within(usable, table[0][SCORE], rule.max_iou_drop, rule.objective)]
     chosen, reason = by_rule, _reason(table, by_rule, rule)
     if rule.model is not None:
         names = [row["model"] for row in table]

@@ -18,6 +18,7 @@ from pipeline.epoch_progress import epoch_lines
 from pipeline.measure import macs_and_params
 from pipeline.resume import ResumeStore
 from pipeline.selection import SCORE
+from pipeline.tolerance import cheapest_within
 from pipeline.train import FitResult, describe, fit
 
 
@@ -56,13 +57,13 @@ def run_variant(variant: Variant, trainer: TrainerCfg, data: Path, logs: Path, s
 
 def pick(rows: dict[str, dict[str, float]], tolerance: float) -> str:
     """Highest SCORE (val IoU at the tuned threshold), but among variants within `tolerance`
-    of it the fewest MACs wins.
+    of it the fewest MACs wins: pipeline.tolerance.cheapest_within, the pick stage's rule, with
+    the best variant as the reference.
 
-    Uses only deterministic figures; ties break by name so the choice is reproducible.
+    Uses only deterministic figures; equal MACs go to the higher SCORE, then to the name, so
+    the choice is reproducible.
     """
-    best = max(row[SCORE] for row in rows.values())
-    close = [name for name, row in rows.items() if row[SCORE] >= best - tolerance]
-    return min(close, key=lambda name: (rows[name]["gmacs"], name))
+    return cheapest_within(rows, max(row[SCORE] for row in rows.values()), tolerance)
 
 
 RULE = (f"highest {SCORE} (val IoU at the F1-optimal threshold); among variants within iou_tolerance "

@@ -58,10 +58,13 @@ def test_labelled_folder_keeps_the_photo_lines_towers_and_ignore(tmp_path):
 
 
 @pytest.mark.parametrize(("bad", "expected"), [("value", "mask values [7] outside the classes"),
-                                              ("orphan", "image has no mask b.png")])
+                                              ("orphan", "image has no mask b.png"),
+                                              ("0/255", "a.png: mask has 255 (ignore) but no 1 (line)")])
 def test_bad_labelled_background_gives_one_line(bad, expected, tmp_path):
     mask = np.zeros((H, W), np.uint8)
     mask[3, 3] = 7 if bad == "value" else 0
+    if bad == "0/255":  # a line mask drawn 0/255 instead of with class ids
+        mask[30:32] = 255
     folder = labelled_folder(tmp_path, mask)
     if bad == "orphan":
         (tmp_path / "masks" / "a.png").unlink()

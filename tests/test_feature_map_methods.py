@@ -24,19 +24,21 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class PlantedNet(nn.Module):
-    """1x1 conv (weights `mix`, no bias) -> BN at identity -> head: the one prunable group's
-    maps are `mix` applied to the input channels, exactly."""
+    """1x1 conv (weights `mix`, no bias) -> BN at identity (-> ReLU if `relu`) -> head: the one
+    prunable group's maps are `mix` applied to the input channels, exactly (in eval mode).
+    tests/test_tcfp.py uses it with the ReLU."""
 
-    def __init__(self, mix: Tensor):
+    def __init__(self, mix: Tensor, relu: bool = False):
         super().__init__()
         self.conv = nn.Conv2d(mix.shape[1], mix.shape[0], 1, bias=False)
         self.bn = nn.BatchNorm2d(mix.shape[0])
         self.segmentation_head = nn.Conv2d(mix.shape[0], 1, 1)
+        self.activation = nn.ReLU() if relu else nn.Identity()
         with torch.no_grad():
             self.conv.weight.copy_(mix[:, :, None, None])
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.segmentation_head(self.bn(self.conv(x)))
+        return self.segmentation_head(self.activation(self.bn(self.conv(x))))
 
 
 def low_rank(rank: int, generator: torch.Generator) -> Tensor:

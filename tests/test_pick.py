@@ -102,3 +102,15 @@ def test_the_stage_ships_a_copy_of_the_chosen_model_and_refuses_export_model(tmp
     with pytest.raises(SystemExit):
         pick.main(args)
     assert "export.model is no longer read" in capsys.readouterr().err
+
+
+def test_dvc_reruns_the_pick_stage_when_the_export_section_changes():
+    """The stage reads params `export` (refuse_export_model): DVC must list it, or adding a
+    stale export.model would leave the stage cached instead of refused."""
+    import yaml
+
+    from tests.conftest import ROOT
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert {"pick", "sweep", "export"} <= set(stages["pick"]["params"])
+    assert "| `pick` | `pick`, `sweep`, `export`" in (ROOT / "README.md").read_text()

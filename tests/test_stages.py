@@ -66,6 +66,11 @@ def test_pick_prefers_fewer_macs_within_tolerance_and_is_deterministic():
     assert pick(rows, tolerance=0.0) == "big"
     tie = {"b": {SCORE: 0.5, "gmacs": 1.0}, "a": {SCORE: 0.5, "gmacs": 1.0}}
     assert pick(tie, tolerance=0.0) == "a"
+    # equal MACs (augment, loss: one architecture): the higher score, as the pick stage decides
+    same = {"a": {SCORE: 0.49, "gmacs": 1.0}, "b": {SCORE: 0.5, "gmacs": 1.0}}
+    assert pick(same, tolerance=0.02) == "b"
+    # a drop of exactly the tolerance qualifies, float sums or not (the pick stage's slack)
+    assert pick({"best": {SCORE: 0.42, "gmacs": 2.0}, "lean": {SCORE: 0.41, "gmacs": 1.0}}, tolerance=0.01) == "lean"
 
 
 def test_unknown_transform_is_refused():

@@ -156,11 +156,10 @@ def test_the_training_loss_is_all_reduced_at_the_epochs_end_not_every_step(param
         assert options.get("sync_dist", False) == options["on_epoch"], name  # all-reduce: epoch values only
 
 
-@pytest.mark.parametrize("kind", ["bn_l1", "group_l2"])
-def test_the_sparse_training_regularisers_read_nothing_back_in_training_steps(kind, tiny_data, params, tmp_path,
-                                                                              monkeypatch):
-    from pipeline.pruning.regularizers import Regularizer, build_pruner
-
+def watched_run(params: dict, monkeypatch: pytest.MonkeyPatch) -> tuple:
+    """(model cfg, train, trainer, counter, model, templates) of a 2-epoch run (batch 2, no
+    scheduler, Lightning's own log read-backs beyond it) whose training steps `counter`
+    watches, with the seeded model and its templates."""
     model_cfg = ModelCfg.model_validate(params["model"])
     train = TrainCfg.model_validate({**params["train"], "epochs": 2, "batch_size": 2, "scheduler": "none"})
     trainer = TrainerCfg.model_validate({**params["trainer"], "log_every_n_steps": 100})
@@ -169,7 +168,15 @@ def test_the_sparse_training_regularisers_read_nothing_back_in_training_steps(ki
     monkeypatch.setattr(Strategy, "batch_to_device", _paused(counter, Strategy.batch_to_device))
     torch.manual_seed(0)
     model = create_model(model_cfg)
-    templates = attach_templates(model, torch.zeros(1, 3, 64, 64))
+    return model_cfg, train, trainer, counter, model, attach_templates(model, torch.zeros(1, 3, 64, 64))
+
+
+@pytest.mark.parametrize("kind", ["bn_l1", "group_l2"])
+def test_the_sparse_training_regularisers_read_nothing_back_in_training_steps(kind, tiny_data, params, tmp_path,
+                                                                              monkeypatch):
+    from pipeline.pruning.regularizers import Regularizer, build_pruner
+
+    model_cfg, train, trainer, counter, model, templates = watched_run(params, monkeypatch)
     templates.requires_grad_(False)
     regularizer = Regularizer(build_pruner(kind, model, templates, 1e-4), model)
     window = Window(counter)
@@ -187,17 +194,9 @@ def test_tcfp_training_steps_read_nothing_back_and_leave_the_templates_where_the
     from pipeline.pruning.registry import create_method
     from pipeline.pruning.tcfp import TcfpPruner
 
-    model_cfg = ModelCfg.model_validate(params["model"])
-    train = TrainCfg.model_validate({**params["train"], "epochs": 2, "batch_size": 2, "scheduler": "none"})
-    trainer = TrainerCfg.model_validate({**params["trainer"], "log_every_n_steps": 100})
-    counter = SyncCounter()
-    monkeypatch.setattr(StopOnNonFinite, "check", _paused(counter, StopOnNonFinite.check))
-    monkeypatch.setattr(Strategy, "batch_to_device", _paused(counter, Strategy.batch_to_device))
+    model_cfg, train, trainer, counter, model, templates = watched_run(params, monkeypatch)
     folds, fold = [], TcfpPruner.fold
     monkeypatch.setattr(TcfpPruner, "fold", lambda self, grads: folds.append(len(grads)) or fold(self, grads))
-    torch.manual_seed(0)
-    model = create_model(model_cfg)
-    templates = attach_templates(model, torch.zeros(1, 3, 64, 64))
     templates.max_removed = 0.75
     method = create_method("tcfp")
     ctx = PruneContext(model, templates, PruneCfg(), method.options, 0.5,

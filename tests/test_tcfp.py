@@ -23,26 +23,17 @@ from pipeline.pruning.tcfp import (
     function_clusters,
 )
 from pipeline.pruning.templates import Templates, attach_templates
+from tests.test_feature_map_methods import PlantedNet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 SIDE = 16
 
 
-class Planted(nn.Module):
-    """1x1 conv (weights `mix`, no bias) -> BN at identity -> ReLU -> head: channel c's map is
+def Planted(mix: Tensor) -> PlantedNet:  # noqa: N802 - reads like the class it builds
+    """1x1 conv (weights `mix`) -> BN at identity -> ReLU -> head: channel c's map is
     relu(sum_i mix[c, i] * input_i), exactly (in eval mode)."""
-
-    def __init__(self, mix: Tensor):
-        super().__init__()
-        self.conv = nn.Conv2d(mix.shape[1], mix.shape[0], 1, bias=False)
-        self.bn = nn.BatchNorm2d(mix.shape[0])
-        self.segmentation_head = nn.Conv2d(mix.shape[0], 1, 1)
-        with torch.no_grad():
-            self.conv.weight.copy_(mix[:, :, None, None])
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.segmentation_head(torch.relu(self.bn(self.conv(x))))
+    return PlantedNet(mix, relu=True)
 
 
 def bump(row: int, col: int) -> Tensor:
@@ -174,7 +165,8 @@ def test_the_method_zeroes_its_first_pruning_for_good_and_its_last_selection_mee
     pruner.on_train_start(SimpleNamespace(estimated_stepping_batches=1), module)
     keep = method.keep(ctx)
     assert (~keep).nonzero().flatten().tolist() == [0, 2]  # the first pruning met the whole target
-    assert method.calibration_seconds > 0 and 0 <= method.tied_share <= 1
+    # tied on (effect, norm) = (0, 1): the first-pruned 0 and 2, and 5 (-A never fires: no loss effect)
+    assert method.calibration_seconds > 0 and method.tied_share == pytest.approx(3 / 7)
 
 
 def test_a_selection_zeroes_the_filters_of_the_clusters_below_the_threshold_and_leaves_the_others():
@@ -192,3 +184,16 @@ def test_a_selection_zeroes_the_filters_of_the_clusters_below_the_threshold_and_
     assert model.conv.weight[gone].abs().sum() == 0 and torch.equal(model.conv.weight[[2, 4]], dense[[2, 4]])
     assert pruner.threshold == pytest.approx(2 / (13 / 6)) and pruner.batches == 0 and pruner.sums.sum() == 0
     assert templates.scales[0].detach().tolist() == [1.0] * 6  # the soft cut leaves the templates alone
+
+
+def test_the_tied_share_counts_entries_tied_on_both_effect_and_norm():
+    model, templates = line([1.0, 2.0, 1.0, 1.0, 2.0, 5.0])  # planted: entries 0 and 2, same cluster, same norm
+    none = torch.zeros(6, dtype=torch.bool)
+    pruner = TcfpPruner(model, templates, removing(templates, 3), torch.tensor([0, 0, 0, 1, 1, 2]), none, [])
+    pruner.on_train_start(SimpleNamespace(estimated_stepping_batches=2))
+    pruner.sums.copy_(torch.tensor([1.0, 3.0, 2.0, 0.0]))  # cluster effects 1, 3, 2
+    pruner.batches = 1
+    pruner.on_train_epoch_end(SimpleNamespace(current_epoch=0, max_epochs=2))
+    # effects 1 1 1 3 3 2; norms 0 2 0 0 2 5 (the start's selection reset the three smallest filters):
+    # 0 and 2 tie on both keys; 1 shares only an effect with them, 3 only a norm
+    assert pruner.tied_share == pytest.approx(2 / 6)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from pipeline.config import ModelCfg, ReportCfg, SweepCfg
 from pipeline.models import create_model
 from pipeline.pick import choose
 from pipeline.report.build import ReportPaths, write_report
-from pipeline.report.verdict import iou_change
+from pipeline.report.verdict import iou_change, training_data
 from pipeline.sections import PickCfg
 from pipeline.selection import SCORE
 from tests.test_dvc_views import write_curve
@@ -70,11 +71,13 @@ def test_the_first_40_lines_of_the_report_hold_the_verdict(tmp_path, tiny_data, 
                  "**Test IoU:**", "**Measured speed-up over dense:**", "x PyTorch eager", "x ONNX Runtime",
                  f"PyTorch {torch.__version__}, ONNX Runtime {onnxruntime.__version__}", "batch 1 at 64x64",
                  "**File size:**", "MB as ONNX", "**Training data:** `synthetic`, 8 training images",
-                 "Synthetic images only", "**Why:** `hqs_l0-0.5` has the fewest Mparams",
+                 "Synthetic wires only", "**Why:** `hqs_l0-0.5` has the fewest Mparams",
                  "`magnitude-0.5` **failed**"):
         assert item in head, item
     test_line = next(line for line in head.splitlines() if line.startswith("- **Test IoU:**"))
-    assert "interval" in test_line and "4 test images" in test_line
+    # the interval itself, not "(no interval: ...)"
+    assert re.search(r"\(95% paired bootstrap interval over the 4 test images: [+-]\d\.\d{3} to [+-]\d\.\d{3}\)$",
+                     test_line.rstrip(".")), test_line
     html = paths.html.read_text()
     assert html.index("Recommended model") < html.index("Every model")
     rows = json.loads(paths.metrics.read_text())
@@ -97,6 +100,44 @@ def test_the_iou_change_interval_is_paired_over_images():
     assert 0 < found["low"] <= found["change"] <= found["high"]
     assert found["change"] == pytest.approx(found["ship"] - found["dense"])
     assert iou_change(dense, dense)["change"] == 0
-    assert np.isnan(iou_change(counts([5], [1], [1]), counts([6], [1], [1]))["low"])  # one image: no interval
+    one = iou_change(counts([5], [1], [1]), counts([6], [1], [1]))  # one image: no interval, the point
+    assert one["low"] == one["high"] == one["change"] == pytest.approx(6 / 8 - 5 / 7)
+    same = iou_change(dense, dense)  # no spread: the same rule
+    assert same["low"] == same["high"] == 0
 
 
+
+
+def test_the_interval_runs_on_the_oldest_scipy_pyproject_allows(monkeypatch):
+    """scipy 1.11-1.14's bootstrap has no `rng` argument (pyproject allows scipy>=1.11)."""
+    import pipeline.intervals
+
+    real = pipeline.intervals.bootstrap
+
+    def old_bootstrap(*args, **kwargs):
+        if "rng" in kwargs:
+            raise TypeError("bootstrap() got an unexpected keyword argument 'rng'")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline.intervals, "bootstrap", old_bootstrap)
+    found = iou_change(counts([5, 9, 7], [1, 2, 1], [1, 0, 3]), counts([6, 9, 8], [1, 1, 1], [1, 0, 2]))
+    assert found["low"] <= found["change"] <= found["high"]
+
+
+def test_the_training_data_line_names_the_pretraining_and_never_claims_no_real_photo(tmp_path):
+    manifest = {"source": "pld-uav", "splits": {"train": {"images": 80}, "val": {"images": 20}, "test": {"images": 20}}}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    baseline = tmp_path / "baseline.json"
+    baseline.write_text(json.dumps({"pretrain": {"enabled": False}}))
+    assert training_data(tmp_path, baseline) == "`pld-uav`, 80 training images (20 val, 20 test)"
+    pretrain = {"enabled": True, "epochs": 3, "synthetic": {"n_train": 500, "renderer": "wires",
+                                                            "backgrounds": "photos/site"}}
+    baseline.write_text(json.dumps({"pretrain": pretrain}))
+    assert training_data(tmp_path, baseline) == ("`pld-uav`, 80 training images (20 val, 20 test), after pretraining "
+                                                 "on 500 synthetic images (`wires` wires drawn on the photos in "
+                                                 "`photos/site`, 3 epochs)")
+    manifest["source"] = "synthetic"  # e.g. wires drawn on real background photos: real photos were seen
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    line = training_data(tmp_path, baseline)
+    assert "never seen a real labelled wire" in line and "real photo" not in line
+    assert "drawn on the photos in `photos/site`" in line

@@ -117,9 +117,12 @@ def visit_feature_maps(model: nn.Module, readers: list[Reader], batches: Iterabl
 
 def tied_share(scores: Tensor) -> float:
     """The share of entries whose score equals another entry's: the cut between tied entries
-    is decided by their order, not by the criterion."""
-    _, inverse, counts = torch.unique(scores, return_inverse=True, return_counts=True)
-    return float((counts[inverse] > 1).float().mean()) if len(scores) else 0.0
+    is decided by their order, not by the criterion. `scores` holds one score per entry, or
+    (2-D) one row of keys per entry, tied when every key is equal (tcfp: effect and norm)."""
+    if not len(scores):
+        return 0.0
+    _, inverse, counts = torch.unique(scores, dim=0, return_inverse=True, return_counts=True)
+    return float((counts[inverse] > 1).float().mean())
 
 
 class FeatureMapMethod(Method):

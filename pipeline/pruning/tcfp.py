@@ -45,7 +45,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from pipeline.pruning.allocation import normalise_per_group
-from pipeline.pruning.feature_maps import find_readers, visit_feature_maps
+from pipeline.pruning.feature_maps import find_readers, tied_share, visit_feature_maps
 from pipeline.pruning.filters import filter_norms
 from pipeline.pruning.hqs_l0 import decide_by_score
 from pipeline.pruning.method import PruneContext
@@ -114,9 +114,8 @@ def first_pruning(templates: Templates, clusters: Tensor, norms: Tensor, macs_re
     return ~keep & redundant
 
 
-def cut_clusters(
-    templates: Templates, clusters: Tensor, effect: Tensor, norms: Tensor, first: Tensor, macs_reduction: float
-) -> tuple[Tensor, Tensor, Tensor, float]:
+def cut_clusters(templates: Templates, clusters: Tensor, effect: Tensor, norms: Tensor, first: Tensor,
+                 macs_reduction: float) -> tuple[Tensor, Tensor, Tensor, float]:
     """(keep, per-entry normalised cluster effect, the entries that score kept, threshold):
     entries ordered by their cluster's `effect` normalised per group, then by their own norm
     normalised per group, the first-pruned ones before all; the cut in that order is the
@@ -133,14 +132,6 @@ def cut_clusters(
     keep, by_score = decide_by_score(templates, rank, macs_reduction)
     cut = ~by_score & alive
     return keep, score, by_score, float(score[cut].max()) if cut.any() else 0.0
-
-
-def tied_pairs(score: Tensor, norms: Tensor) -> float:
-    """The share of entries tied with another on both keys of the cut (cluster effect and
-    norm): only between those does the order, not the criterion, decide. Members of one
-    cluster share its effect by design; their norms part them."""
-    _, inverse, counts = torch.unique(torch.stack([score, norms], 1), dim=0, return_inverse=True, return_counts=True)
-    return float((counts[inverse] > 1).float().mean()) if len(score) else 0.0
 
 
 class TcfpPruner(SoftPruner):
@@ -204,9 +195,8 @@ class TcfpPruner(SoftPruner):
         norms = filter_norms(self.model, self.templates)
         keep, score, by_score, self.threshold = cut_clusters(
             self.templates, self.clusters, self.loss_effect(), norms, self.first, self.macs_reduction)
-        self.tied_share = tied_pairs(score, norms)
-        self.sums.zero_()
-        self.batches = 0
+        self.tied_share = tied_share(torch.stack([score, norms], 1))  # tied on both keys of the cut
+        self.sums, self.batches = torch.zeros_like(self.sums), 0
         return keep, score, by_score
 
 

@@ -187,7 +187,8 @@ def write_report(paths: ReportPaths, cfg: ReportCfg, sweep: SweepCfg) -> str:
     attach_speed(rows, speed)
     timing = f"batch 1 at {size[0]}x{size[1]}, {describe_environment(timing_environment(cfg.threads))}"
     change, images = shipped_change(folders, ship, paths.data)
-    opening = verdict(picked, rows, change, images, timing, training_data(paths.data))
+    opening = verdict(picked, rows, change, images, timing,
+                      training_data(paths.data, paths.reports / "baseline.json"))
     sections = figure_sections(rows, records, folders, paths, cfg.panel_images, ship,
                                chart_points(int8, speed, ship or DENSE))
     sections += export_section(paths.reports / "export.json")

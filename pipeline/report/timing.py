@@ -27,12 +27,17 @@ ORT_NOTE = ("Why ONNX Runtime can be slower than PyTorch here: at small inputs o
 
 
 def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo (Linux), else what `platform` knows."""
+    """The CPU model from /proc/cpuinfo (Linux), else what `platform` knows.
+
+    deploy/onnx_latency.py's `device` repeats this on purpose: that script is copied alone to
+    the target device (numpy + onnxruntime only), and deploy/ is not an installed package, so
+    neither can import the other."""
     try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):  # noqa: SIM115 - read to the first match
-            key, _, value = line.partition(":")
-            if key.strip() in ("model name", "Model", "Hardware"):
-                return value.strip()
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "Model", "Hardware"):
+                    return value.strip()
     except OSError:
         pass
     return platform.processor() or platform.machine()

@@ -6,14 +6,10 @@ what data it saw, and why; failed runs named. The choice itself is the pick stag
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from scipy import stats
-
-from pipeline.metrics import ratio
+from pipeline.intervals import line_iou, paired_bca
 from pipeline.pick import DENSE, OBJECTIVES
 from pipeline.selection import FAIL_SHARE, SCORE
 
@@ -21,44 +17,36 @@ LEVEL = 0.95  # confidence level of the test IoU change's interval
 RESAMPLES = 2000
 
 
-def _iou(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Line IoU of counts summed over images (the last axis)."""
-    hits = tp.sum(axis)
-    return ratio(hits, hits + fp.sum(axis) + fn.sum(axis))
-
-
 def iou_change(dense: dict[str, list[int]], ship: dict[str, list[int]], seed: int = 0) -> dict[str, float]:
     """{"dense", "ship": test IoU of each, "change": ship - dense, "low", "high": its interval}:
     IoU from tp/fp/fn summed over the test images, the interval a paired BCa bootstrap over
-    images (both models resampled alike, as the benchmark does); NaN bounds when the
-    resamples do not vary or there is one image."""
-    arrays = [np.asarray(counts[key], dtype=float) for counts in (dense, ship) for key in ("tp", "fp", "fn")]
-
-    def change(dtp, dfp, dfn, stp, sfp, sfn, axis=-1):  # noqa: ANN001, ANN202 - scipy's statistic protocol
-        return _iou(stp, sfp, sfn, axis) - _iou(dtp, dfp, dfn, axis)
-
-    found = {"dense": float(_iou(*arrays[:3])), "ship": float(_iou(*arrays[3:])), "change": float(change(*arrays)),
-             "low": float("nan"), "high": float("nan")}
-    if len(arrays[0]) < 2:  # nothing to resample
-        return found
-    with warnings.catch_warnings():  # degenerate resamples: scipy warns and returns NaN, said in the text
-        warnings.simplefilter("ignore")
-        interval = stats.bootstrap(arrays, change, paired=True, vectorized=True, confidence_level=LEVEL,
-                                   n_resamples=RESAMPLES, method="BCa", rng=np.random.default_rng(seed))
-    found["low"], found["high"] = (float(bound) for bound in interval.confidence_interval)
-    return found
+    images (pipeline.intervals, as the benchmark does); when it is undefined (one image, or
+    resamples that do not vary) low = high = change."""
+    found = paired_bca(ship, dense, n_resamples=RESAMPLES, seed=seed, level=LEVEL)
+    low, high = found["ci95"]
+    return {"dense": float(line_iou(dense)), "ship": float(line_iou(ship)), "change": found["mean"],
+            "low": low, "high": high}
 
 
-def training_data(data: Path) -> str:
-    """Where the models' training images came from (the prepared data's manifest), with a
-    warning when they were all synthetic."""
+def training_data(data: Path, baseline: Path | None = None) -> str:
+    """Where the models' training images came from: the prepared data's manifest, and the
+    synthetic pretraining when the baseline stage ran one (`baseline`: reports/baseline.json),
+    with a warning when the prepared data is synthetic (wires drawn by the generator, on its
+    own scenes or on real background photos: either way no real labelled wire)."""
     manifest = json.loads((data / "manifest.json").read_text())
     splits = {name: split["images"] for name, split in manifest.get("splits", {}).items()}
     line = (f"`{manifest['source']}`, {splits.get('train', 0)} training images "
             f"({splits.get('val', 0)} val, {splits.get('test', 0)} test)")
+    pretrain = json.loads(baseline.read_text()).get("pretrain") if baseline and baseline.exists() else None
+    if pretrain and pretrain.get("enabled"):
+        synthetic, epochs = pretrain.get("synthetic", {}), pretrain.get("epochs", "?")
+        drawn_on = (f"the photos in `{synthetic['backgrounds']}`" if synthetic.get("backgrounds")
+                    else "generated scenes")
+        line += (f", after pretraining on {synthetic.get('n_train', '?')} synthetic images "
+                 f"(`{synthetic.get('renderer', '?')}` wires drawn on {drawn_on}, {epochs} epochs)")
     if manifest["source"] == "synthetic":
-        line += (". **Synthetic images only: the model has never seen a real photo; expect it to miss real wires "
-                 "until it is trained on real data (prepare.source)**")
+        line += (". **Synthetic wires only: the model has never seen a real labelled wire; expect it to miss real "
+                 "wires until it is trained on real labelled data (prepare.source)**")
     return line
 
 
@@ -67,7 +55,7 @@ def _test_iou(change: dict[str, float] | None, dense_iou: float, images: int) ->
     if change is None:
         return f"{dense_iou:.3f}, the dense model itself (no change)"
     text = f"{change['ship']:.3f} against {change['dense']:.3f} for dense: {change['change']:+.3f}"
-    if np.isnan(change["low"]) or np.isnan(change["high"]):
+    if change["low"] == change["high"]:  # pipeline.intervals' degenerate case
         return f"{text} (no interval: the {images} test images do not vary enough to resample)"
     return (f"{text} ({LEVEL:.0%} paired bootstrap interval over the {images} test images: "
             f"{change['low']:+.3f} to {change['high']:+.3f})")

@@ -36,7 +36,8 @@ def _dense(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def summary(rows: dict[str, dict[str, Any]], ship: str | None) -> dict[str, float | int]:
     """The SUMMARY figures of the fine-tuned model of pruning run `ship` (<method>-<target>)
-    against the dense model; the dense model itself when `ship` is None (no run fine-tuned).
+    against the dense model; the dense model itself when `ship` is None (the pick stage chose
+    the dense model, e.g. because no fine-tuned run qualified or none ran).
 
     `rows` are the report's (pipeline.report.collect.model_rows) with the timing attached."""
     dense = _dense(rows)

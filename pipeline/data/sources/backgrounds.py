@@ -6,7 +6,9 @@ the train, val and test splits: val and test then measure the wires, not new pla
 
 A folder laid out like the `folder` source (`images/NAME.*` with `masks/NAME.png` holding
 class ids: 0 background, 1 line, 2 tower, 255 ignore) is a labelled background: the photo's
-own wires stay labelled. Its mask is cropped with the photo and resized by area, and the
+own wires stay labelled (a mask with 255 but no 1, likely a 0/255 line mask, is refused).
+Its mask is cropped with the photo and resized with it (by area when the crop shrinks,
+bilinearly when it grows), each class as its coverage share, and the
 mask rule of the renderer applies to the result: line where the line coverage is >= 0.5,
 ignore where it is between 0 and 0.5 or where an ignore pixel falls.
 """
@@ -63,6 +65,10 @@ class BackgroundFolder:
         if self.labelled is None:
             return read_rgb(self.paths[index]), None
         sample = self.labelled.load(self.keys[index])
+        if (sample.mask == IGNORE_INDEX).any() and not (sample.mask == LINE).any():
+            # most likely a 0/255 line mask: read as class ids it would be all ignore, silently
+            raise DataError(sample.meta["mask_path"], "mask has 255 (ignore) but no 1 (line): a 0/255 line mask? "
+                            "synthetic.backgrounds masks hold class ids (0 background, 1 line, 2 tower, 255 ignore)")
         return sample.image, sample.mask
 
     def crop(self, rng: np.random.Generator, height: int, width: int) -> Background:

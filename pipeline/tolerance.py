@@ -1,0 +1,25 @@
+"""The one "fewest GMACs (or parameters) within a tolerance of a reference val score" rule,
+shared by the studies (pipeline/study.py: the reference is the best variant) and the pick
+stage (pipeline/pick.py: the reference is the dense model)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.selection import SCORE
+
+# val scores are float32 sums: 0.42 - 0.41 must count as a drop of 0.01, not 0.0100000001
+SLACK = 1e-9
+
+
+def within(score: float, reference: float, tolerance: float) -> bool:
+    """Whether a val `score` is at most `tolerance` below `reference` (float slack included)."""
+    return reference - score <= tolerance + SLACK
+
+
+def cheapest_within(rows: dict[str, dict[str, Any]], reference: float, tolerance: float,
+                    objective: str = "gmacs") -> str:
+    """Among the rows whose SCORE is `within` `tolerance` of `reference`, the name of the one
+    with the fewest `objective`; ties go to the higher SCORE, then to the name (deterministic)."""
+    close = [name for name, row in rows.items() if within(row[SCORE], reference, tolerance)]
+    return min(close, key=lambda name: (rows[name][objective], -rows[name][SCORE], name))
