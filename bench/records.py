@@ -71,11 +71,14 @@ def folder_hash(folder: Path) -> str:
 
 
 def weights_hash(model_folder: Path) -> str:
-    """sha256 over a saved model's tensors (names, shapes, dtypes and bytes; not the file's
-    framing): pipeline.pretrain.state_hash of its state dict."""
-    from pipeline.pretrain import state_hash  # the training stack: only when a model is hashed
-
-    return state_hash(torch.load(model_folder / WEIGHTS, map_location="cpu", weights_only=True))
+    """sha256 over a saved model's tensors (names, shapes and bytes; not the file's framing)."""
+    state = torch.load(model_folder / WEIGHTS, map_location="cpu", weights_only=True)
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].contiguous()
+        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+        digest.update(tensor.numpy().tobytes() if tensor.dtype != torch.bfloat16 else tensor.float().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def load_bench_config(path: Path, bench_cfg: type[Strict], used: tuple[str, ...]) -> tuple[Any, dict[str, Any]]:

@@ -14,7 +14,7 @@ import json
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -33,13 +33,10 @@ from pipeline.train import fit
 MANIFEST = "manifest.json"
 
 
-def state_hash(model: nn.Module | Mapping[str, torch.Tensor]) -> str:
-    """sha256 (16 hex digits) of a model's (or a state dict's) tensors: names, shapes, dtypes
-    and bytes. bench/records.py's `weights_hash` is this of a saved model's state dict
-    (pipeline/resume.py keeps its own weights hash: that file is frozen)."""
-    state = model.state_dict() if isinstance(model, nn.Module) else model
+def state_hash(model: nn.Module) -> str:
+    """sha256 (16 hex digits) of a model's tensors: names, shapes, dtypes and bytes."""
     digest = hashlib.sha256()
-    for name, tensor in sorted(state.items()):
+    for name, tensor in sorted(model.state_dict().items()):
         tensor = tensor.detach().cpu().contiguous()
         digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
         digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())

@@ -163,20 +163,3 @@ def test_summary_of_no_records_is_empty_not_an_error():
     found = {"dense": {}, "runs": [], "tuned": {}, "tuning": [], "missing": ["seed0/dense"], "bsds": {}}
     summary = summarise(found, n_resamples=199)
     assert summary["rows"] == [] and summary["missing"] == ["seed0/dense"]
-
-
-def test_a_saved_models_weights_hash_is_the_state_hash_of_the_model(tmp_path):
-    """One weights hash (pipeline.pretrain.state_hash): a record's model_hash matches the
-    pretraining record's hash of the same weights, and a change of one value changes it."""
-    import torch
-
-    from bench.records import weights_hash
-    from pipeline.artifact import WEIGHTS
-    from pipeline.pretrain import state_hash
-
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
-    torch.save(model.state_dict(), tmp_path / WEIGHTS)
-    assert weights_hash(tmp_path) == state_hash(model) == state_hash(model.state_dict())
-    with torch.no_grad():
-        model[0].weight[0, 0, 0, 0] += 1
-    assert state_hash(model) != weights_hash(tmp_path)
