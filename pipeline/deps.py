@@ -14,7 +14,8 @@ or adding imports; tests/test_deps.py fails until dvc.yaml matches.
 The method registry (pipeline/pruning/registry.py) is the exception: every stage loads it
 (the config checks method names with it), but only a stage that turns a name into its class
 loads the "module:Class" modules it lists. Its strings are followed for METHOD_STAGES only,
-so adding a method re-runs the prune stages, not `prepare` or the studies.
+so editing a method's own module re-runs the prune stages alone. Adding a method still edits
+registry.py, which every stage lists, so that re-runs the whole pipeline once.
 """
 
 from __future__ import annotations

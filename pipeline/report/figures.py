@@ -84,7 +84,7 @@ def iou_vs_latency(rows: dict[str, dict[str, Any]], int8: dict[str, tuple[float,
         if any(row["kind"] == kind for row in timed.values()):
             ax.scatter([], [], c=colour, label=f"{kind} (FP32)")
     if int8:
-        ax.scatter([], [], marker="*", c="tab:purple", s=160, label="INT8")
+        ax.scatter([], [], marker="*", c="tab:purple", s=160, label="INT8 (IoU by ONNX Runtime)")
     ax.set_xlabel("ONNX Runtime latency, ms (batch 1, measured)")
     ax.set_ylabel("test power-line IoU")
     ax.set_title("accuracy vs measured latency, FP32 and INT8")
