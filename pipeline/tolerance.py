@@ -10,6 +10,9 @@ from pipeline.selection import SCORE
 
 # val scores are float32 sums: 0.42 - 0.41 must count as a drop of 0.01, not 0.0100000001
 SLACK = 1e-9
+# costs this close count as equal: runs pruned to one MAC target land within a fraction of a
+# percent of each other, and that rounding must not outweigh a better val score
+COST_TIE = 0.01
 
 
 def within(score: float, reference: float, tolerance: float) -> bool:
@@ -20,6 +23,9 @@ def within(score: float, reference: float, tolerance: float) -> bool:
 def cheapest_within(rows: dict[str, dict[str, Any]], reference: float, tolerance: float,
                     objective: str = "gmacs") -> str:
     """Among the rows whose SCORE is `within` `tolerance` of `reference`, the name of the one
-    with the fewest `objective`; ties go to the higher SCORE, then to the name (deterministic)."""
+    with the fewest `objective`; costs within COST_TIE (relative) of the fewest count as tied,
+    and ties go to the higher SCORE, then to the name (deterministic)."""
     close = [name for name, row in rows.items() if within(row[SCORE], reference, tolerance)]
-    return min(close, key=lambda name: (rows[name][objective], -rows[name][SCORE], name))
+    fewest = min(rows[name][objective] for name in close)
+    tied = [name for name in close if rows[name][objective] <= fewest * (1 + COST_TIE)]
+    return min(tied, key=lambda name: (-rows[name][SCORE], name))

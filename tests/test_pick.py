@@ -50,6 +50,16 @@ def test_the_objective_and_the_drop_change_the_choice():
     assert choose(DENSE_ROW, exact, PickCfg(max_iou_drop=0.01))["choice"] == "edge-0.5"
 
 
+def test_a_near_tie_on_cost_goes_to_the_better_val_score():
+    near = {"bn_l1-0.5": {**runs()["good-0.5"], "gmacs": 2.000},
+            "hqs_l0-0.5": {**runs()["good-0.5"], SCORE: 0.499, "gmacs": 2.001}}  # 0.05 % dearer, better on val
+    picked = choose(DENSE_ROW, near, PickCfg(max_iou_drop=0.01))
+    assert picked["choice"] == "hqs_l0-0.5"
+    assert "`bn_l1-0.5` cost the same within 1%" in picked["reason"]
+    clearly_dearer = {**near, "hqs_l0-0.5": {**near["hqs_l0-0.5"], "gmacs": 2.1}}  # 5 % dearer: cost decides
+    assert choose(DENSE_ROW, clearly_dearer, PickCfg(max_iou_drop=0.01))["choice"] == "bn_l1-0.5"
+
+
 def test_dense_is_shipped_with_the_reason_when_nothing_qualifies():
     too_far = {name: row for name, row in runs().items() if name in ("dead-0.9", "rough-0.75")}
     picked = choose(DENSE_ROW, too_far, PickCfg(max_iou_drop=0.01))
