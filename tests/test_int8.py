@@ -82,10 +82,14 @@ def _kept(path: Path) -> list[str]:
     return json.loads(meta["quantization"])["fp32_nodes"]
 
 
+def _quantised(model: Path) -> bool:
+    return "quantization" in {p.key for p in onnx.load(str(model), load_external_data=False).metadata_props}
+
+
 def fake_scores(fp32_iou: float, all_int8: float, fallback: float):
     """A scorer: the FP32 file, the all-INT8 attempt and the attempt with FP32 nodes get these IoUs."""
     def score(model: Path, data: Path, split: str) -> float:
-        if "quantization" not in {p.key for p in onnx.load(str(model), load_external_data=False).metadata_props}:
+        if not _quantised(model):
             return fp32_iou
         return fallback if _kept(model) else all_int8
     return score
@@ -166,3 +170,22 @@ def test_unknown_fp32_nodes_are_refused_before_quantising(exported, tiny_data, t
     with pytest.raises(PipelineError, match=r"quantize.keep_fp32: \['/no/such/Conv'\] are not nodes"):
         quantize_checked(folder / "model.onnx", tmp_path / "x.onnx", tiny_data, cfg)
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_the_decision_reads_val_never_test(exported, tiny_data, tmp_path):
+    """INT8 that holds on val but collapses on test ships (test is only reported); one that
+    collapses on val but shines on test does not."""
+    folder, _ = exported
+    cfg = QuantizeCfg(max_iou_drop=0.01, calibration_crops=2, calibration_size=64)
+
+    def split_scores(int8_val: float, int8_test: float):
+        def score(model: Path, data: Path, split: str) -> float:
+            if not _quantised(model):
+                return 0.5
+            return int8_val if split == "val" else int8_test
+        return score
+
+    good_on_val = quantize_checked(folder / "model.onnx", tmp_path / "a.onnx", tiny_data, cfg, split_scores(0.5, 0.0))
+    assert good_on_val["accepted"] and (tmp_path / "a.onnx").exists()
+    bad_on_val = quantize_checked(folder / "model.onnx", tmp_path / "b.onnx", tiny_data, cfg, split_scores(0.0, 0.9))
+    assert not bad_on_val["accepted"] and not (tmp_path / "b.onnx").exists()
