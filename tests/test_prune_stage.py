@@ -45,7 +45,7 @@ def test_the_method_registry_is_what_the_config_accepts():
     assert SweepCfg(methods=method_names()).methods == method_names()
     assert sorted(ONE_SHOT) == ["magnitude", "random", "slimming"]
     trained = sorted(n for n in method_names() if method_class(n).trains)
-    assert trained == ["bn_l1", "cluster_ssfp", "group_l2", "hqs_l0", "hqs_l0_plain", "sfp", "ssfp"]
+    assert trained == ["bn_l1", "cluster_ssfp", "group_l2", "hqs_l0", "hqs_l0_plain", "sfp", "ssfp", "tcfp"]
     with pytest.raises(PipelineError, match="hqs_l0.*magnitude"):
         check_method("lottery")
     with pytest.raises(ValueError, match="lottery"):
