@@ -16,7 +16,7 @@ from pipeline.errors import PipelineError
 from pipeline.params import load_params
 from pipeline.sections import PickCfg
 from pipeline.selection import FAIL_SHARE, SCORE, failed
-from pipeline.tolerance import COST_TIE, cheapest_within, within
+from pipeline.tolerance import COST_TIE, cheapest_within, same_cost, within
 
 DENSE = "dense"
 OBJECTIVES = {"gmacs": "GMACs", "mparams": "Mparams"}
@@ -68,7 +68,7 @@ def _reason(table: list[dict[str, Any]], chosen: dict[str, Any], rule: PickCfg) 
     passed = [r for r in table if r[key] < chosen[key] and not r["qualifies"]]
     skipped = "; ".join(f"`{r['model']}` (" + ("failed" if r["failed"] else f"val drop {r['val_drop']:.3f}") + ")"
                         for r in passed)
-    tied = [r["model"] for r in table if r["qualifies"] and r is not chosen and r[key] <= chosen[key] * (1 + COST_TIE)]
+    tied = [r["model"] for r in table if r["qualifies"] and r is not chosen and same_cost(r[key], chosen[key])]
     line = (f"`{chosen['model']}` has the fewest {unit} ({chosen[key]:.3g}, dense {dense[key]:.3g}) of the models "
             f"{within} (its drop: {chosen['val_drop']:.3f})")
     if tied:

@@ -20,6 +20,11 @@ def within(score: float, reference: float, tolerance: float) -> bool:
     return reference - score <= tolerance + SLACK
 
 
+def same_cost(cost: float, fewest: float) -> bool:
+    """Whether `cost` ties with the `fewest` one (within COST_TIE, relative)."""
+    return cost <= fewest * (1 + COST_TIE)
+
+
 def cheapest_within(rows: dict[str, dict[str, Any]], reference: float, tolerance: float,
                     objective: str = "gmacs") -> str:
     """Among the rows whose SCORE is `within` `tolerance` of `reference`, the name of the one
@@ -27,5 +32,5 @@ def cheapest_within(rows: dict[str, dict[str, Any]], reference: float, tolerance
     and ties go to the higher SCORE, then to the name (deterministic)."""
     close = [name for name, row in rows.items() if within(row[SCORE], reference, tolerance)]
     fewest = min(rows[name][objective] for name in close)
-    tied = [name for name in close if rows[name][objective] <= fewest * (1 + COST_TIE)]
+    tied = [name for name in close if same_cost(rows[name][objective], fewest)]
     return min(tied, key=lambda name: (-rows[name][SCORE], name))

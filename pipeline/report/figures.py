@@ -59,12 +59,7 @@ def pareto(rows: dict[str, dict[str, Any]], path: Path) -> None:
             lw=2, alpha=0.5, label="Pareto front", zorder=2)
     for kind, colour in KIND_COLOURS.items():
         ax.scatter([], [], c=colour, label=kind)
-    ax.set_xlabel("GMACs per image (cost size)")
-    ax.set_ylabel("test power-line IoU")
-    ax.set_title("accuracy vs cost of every model")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    _save(fig, path)
+    _finish_iou_chart(fig, ax, "GMACs per image (cost size)", "accuracy vs cost of every model", path)
 
 
 def iou_vs_latency(rows: dict[str, dict[str, Any]], int8: dict[str, tuple[float, float]], path: Path) -> None:
@@ -85,9 +80,15 @@ def iou_vs_latency(rows: dict[str, dict[str, Any]], int8: dict[str, tuple[float,
             ax.scatter([], [], c=colour, label=f"{kind} (FP32)")
     if int8:
         ax.scatter([], [], marker="*", c="tab:purple", s=160, label="INT8 (IoU by ONNX Runtime)")
-    ax.set_xlabel("ONNX Runtime latency, ms (batch 1, measured)")
+    _finish_iou_chart(fig, ax, "ONNX Runtime latency, ms (batch 1, measured)",
+                      "accuracy vs measured latency, FP32 and INT8", path)
+
+
+def _finish_iou_chart(fig: Any, ax: Any, xlabel: str, title: str, path: Path) -> None:
+    """Labels, grid, legend and file of a test-IoU-against-cost chart (the MAC and latency charts)."""
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("test power-line IoU")
-    ax.set_title("accuracy vs measured latency, FP32 and INT8")
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     _save(fig, path)
