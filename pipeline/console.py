@@ -1,10 +1,11 @@
 """What the commands print: Lightning kept to what matters, progress that suits where it goes.
 
 `quiet_lightning()` runs once at every stage's entry (pipeline/stages/_cli.py `run`): no
-advertisement ("Tip: ... litlogger / litmodels"), no "GPU available / TPU available" lines
-(Lightning's rank-zero info messages), no "Checkpoint directory ... exists and is not
-empty" warning (pipeline/train.py's checkpoints share their folder with the DVCLive logger's,
-so a fresh run has it too; a resumed run's folder is the resume store's own).
+advertisement ("Tip: ... litlogger / litmodels") and no "GPU available / TPU available"
+lines (Lightning's rank-zero info messages); its other messages ("`Trainer.fit` stopped",
+DDP's rank lines) and all warnings still show. pipeline/train.py keeps checkpoints apart
+from the DVCLive logger's folder, so a fresh run has no "Checkpoint directory ... exists
+and is not empty" warning (a resumed one does, rightly: it continues from that folder).
 
 `progress()` is a tqdm bar on a terminal and a plain line now and then otherwise (a log file
 or DVC's captured output gets no carriage returns); `pipeline.epoch_progress` does the same
@@ -22,18 +23,27 @@ from typing import TextIO, TypeVar
 
 T = TypeVar("T")
 
-# Lightning's rank_zero_info() messages (tips, device lines, "`Trainer.fit` stopped") log
-# here at INFO; warnings still pass (lightning_utilities logs under whichever name was set last)
+# Lightning's rank_zero_info() messages log here (lightning_utilities logs under whichever
+# name was set last); the ones that start with NOISE are dropped
 RANK_ZERO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
-CHECKPOINT_DIR_WARNING = r"Checkpoint directory .* exists and is not empty"
+NOISE = ("💡 Tip:", "Tip:", "GPU available", "TPU available", "HPU available")
+# Lightning's own call of an API this torch deprecates: nothing a user can act on
+PYTREE_WARNING = r".*isinstance\(treespec, LeafSpec\)` is deprecated"
 PLAIN_EVERY = 30.0  # seconds between two plain progress lines (the last one is always printed)
 
 
+class _DropNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).lstrip().startswith(NOISE)
+
+
 def quiet_lightning() -> None:
-    """Keep Lightning's console output to warnings and errors (see the module docstring)."""
+    """Drop Lightning's advertisement and device lines (see the module docstring); idempotent."""
     for name in RANK_ZERO_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=CHECKPOINT_DIR_WARNING, category=UserWarning)
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropNoise) for f in logger.filters):
+            logger.addFilter(_DropNoise())
+    warnings.filterwarnings("ignore", message=PYTREE_WARNING)
 
 
 def interactive(stream: TextIO | None = None) -> bool:

@@ -110,14 +110,16 @@ def fit(model_cfg: ModelCfg, train_cfg: TrainCfg, trainer_cfg: TrainerCfg, data_
     folder = resume.folder(module, data_root, model=model_cfg, train=train_cfg, trainer=trainer_cfg, seed=seed,
                            keep_last=keep_last) if resume else None
     with _work_folder(folder) as work:
+        # checkpoints apart from DVCLive's folder: ModelCheckpoint warns about a non-empty dirpath
+        ckpts = work / "checkpoints"
         # at every epoch's end: unless keep_last, the best weights so far; then the full state
         # to resume from, which must come second to hold the best one's updated record
         saved = []
         if not keep_last:
-            saved.append(ModelCheckpoint(dirpath=work, filename=Path(BEST).stem, monitor=SCORE, mode="max",
+            saved.append(ModelCheckpoint(dirpath=ckpts, filename=Path(BEST).stem, monitor=SCORE, mode="max",
                                          save_weights_only=True, enable_version_counter=False))
-        saved.append(ModelCheckpoint(dirpath=work, filename=Path(LAST).stem, enable_version_counter=False))
-        callbacks = [*saved, StopOnNonFinite(folder), EpochSeed(seed), *(callbacks or [])]
+        saved.append(ModelCheckpoint(dirpath=ckpts, filename=Path(LAST).stem, enable_version_counter=False))
+        callbacks = [*saved, StopOnNonFinite(ckpts if folder else None), EpochSeed(seed), *(callbacks or [])]
         if train_cfg.early_stopping_patience:
             callbacks.append(EarlyStopping(SCORE, mode="max", patience=train_cfg.early_stopping_patience))
         done = finished_epochs(folder)  # a finished run replays no epoch, even one that stopped early
@@ -131,7 +133,7 @@ def fit(model_cfg: ModelCfg, train_cfg: TrainCfg, trainer_cfg: TrainerCfg, data_
             plugins=[AtomicCheckpointIO()],
             **trainer_cfg.model_dump(),
         )
-        checkpoint = work / LAST
+        checkpoint = ckpts / LAST
         if done is not None:
             log.info("already trained (%d epochs) in %s: replaying its end", done, work)
         elif checkpoint.exists():
@@ -143,8 +145,8 @@ def fit(model_cfg: ModelCfg, train_cfg: TrainCfg, trainer_cfg: TrainerCfg, data_
         if folder is not None:
             mark_finished(folder, trainer.current_epoch)
         # ModelCheckpoint broadcasts rank 0's dirpath, so this is rank 0's own folder
-        if (work / BEST).exists() and not keep_last:  # safe loading: the checkpoint holds tensors and plain values
-            state = torch.load(work / BEST, map_location="cpu", weights_only=True)
+        if (ckpts / BEST).exists() and not keep_last:  # safe loading: the checkpoint holds tensors and plain values
+            state = torch.load(ckpts / BEST, map_location="cpu", weights_only=True)
             module.load_state_dict(state["state_dict"])
         if (work / "dvclive").exists():  # fast_dev_run logs nothing
             shutil.copytree(work / "dvclive", log_dir, dirs_exist_ok=True)

@@ -46,7 +46,7 @@ def uninterrupted(tmp_path_factory) -> Path:
 def epoch_ends(resume: Path, seen: dict[Path, float]) -> int:
     """Count the epoch-end checkpoints written under `resume` since the last call."""
     new = 0
-    for ckpt in resume.glob("*/last.ckpt"):
+    for ckpt in resume.glob("*/checkpoints/last.ckpt"):
         try:
             stamp = ckpt.stat().st_mtime_ns
         except FileNotFoundError:  # being replaced right now
@@ -90,7 +90,7 @@ def test_a_killed_stage_resumes_to_the_same_weights(uninterrupted, tmp_path, sig
     if sig == signal.SIGTERM:
         assert "stopped by SIGTERM" in (tmp_path / "killed.log").read_text()
     assert not (project / "checkpoints" / "baseline" / WEIGHTS).exists()  # nothing half-made for later stages
-    assert list((project / ".resume").glob("*/last.ckpt"))
+    assert list((project / ".resume").glob("*/checkpoints/last.ckpt"))
     out = run(REPRO, project)
     assert "Running stage 'baseline'" in out and "resuming after epoch" in out  # not a fresh start
     if sig == signal.SIGKILL:  # the first candidate had finished: replayed, not trained again
@@ -147,7 +147,7 @@ def test_hqs_sparsification_resumes_to_the_same_decision_and_weights(dense, tiny
     with pytest.raises(Crash):
         pruned("killed")
     monkeypatch.undo()
-    assert len(list((tmp_path / "killed").glob("*/last.ckpt"))) == 1
+    assert len(list((tmp_path / "killed").glob("*/checkpoints/last.ckpt"))) == 1
     weights, templates = pruned("killed")
     assert templates == reference[1]  # the kept channels and every template magnitude
     assert weights.keys() == reference[0].keys()

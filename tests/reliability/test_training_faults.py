@@ -45,7 +45,7 @@ def test_a_nan_loss_keeps_the_last_good_checkpoint(tiny_data, params, tmp_path):
         fit(model_cfg, train, trainer, tiny_data, tmp_path / "logs", 0, resume=store,
             model=Diverges(create_model(model_cfg), good_steps=2))
     assert "\n" not in str(err.value)
-    kept = torch.load(next((tmp_path / "resume").glob("*/last.ckpt")), weights_only=True)
+    kept = torch.load(next((tmp_path / "resume").glob("*/checkpoints/last.ckpt")), weights_only=True)
     floats = [v for v in kept["state_dict"].values() if v.is_floating_point()]
     assert kept["epoch"] == 0 and floats and all(torch.isfinite(v).all() for v in floats)
 
