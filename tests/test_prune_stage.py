@@ -12,7 +12,7 @@ import yaml
 from torch import nn
 
 from pipeline.artifact import load_model, save_model
-from pipeline.config import ModelCfg, PruneCfg, SweepCfg, TrainCfg, TrainerCfg
+from pipeline.config import FinetuneCfg, ModelCfg, PruneCfg, SweepCfg, TrainCfg, TrainerCfg
 from pipeline.errors import PipelineError
 from pipeline.losses import Distiller
 from pipeline.measure import macs_and_params
@@ -25,6 +25,7 @@ from pipeline.pruning.methods import (
     importance_scores,
     keep_by_score,
     saliency_gap,
+    tied_share,
 )
 from pipeline.pruning.registry import check_method, create_method, method_class, method_names
 from pipeline.pruning.run import prune as run_prune
@@ -143,6 +144,7 @@ def test_prune_then_finetune_stages(method, dense, tiny_data, params, tmp_path):
         masking = record["masking"]
         assert masking["after_zeroing"] == pytest.approx(masking["after_removal"], abs=1e-6)
     assert any(kept < n for n, kept in record["channels"].values())
+    assert 0 <= record["tied_share"] <= 1 and record["decision_seconds"] >= 0
     model, meta = load_model(out)
     assert macs_and_params(model, 64)[0] / 1e9 == pytest.approx(record["pruned"]["gmacs"])
 
@@ -201,6 +203,12 @@ def test_saliency_gap_leaves_out_entries_only_the_rules_kept():
     by_score = torch.tensor([True, True, False, False, False])
     assert saliency_gap(scores, keep) == pytest.approx(0.001)  # counted as a decision, it hides the cut
     assert saliency_gap(scores, keep, by_score) == pytest.approx(3.0)
+
+
+def test_tied_share_counts_every_entry_that_shares_its_score():
+    assert tied_share(torch.tensor([1.0, 1.0, 2.0, 3.0, 3.0, 3.0])) == pytest.approx(5 / 6)
+    assert tied_share(torch.tensor([0.5, 0.25, 1.0])) == 0.0
+    assert tied_share(torch.tensor([])) == 0.0
 
 
 def test_saliency_gap_of_ties_at_zero_is_no_gap():
@@ -263,3 +271,26 @@ def test_the_record_s_saliency_gap_is_on_the_method_s_own_decision_scores(dense,
     _model, _card, record = run_prune(dense, tiny_data, "fixed", 0.5, cfg, TrainerCfg.model_validate(params["trainer"]),
                                       0, tmp_path / "logs")
     assert record["saliency_gap"] == 2.0
+
+
+def test_sparsify_and_finetune_training_get_the_plain_epoch_lines(dense, tiny_data, params, tmp_path, monkeypatch):
+    """Like the study stages, prune's sparsification and finetune print one line per epoch
+    when stderr is no terminal (pipeline.epoch_progress)."""
+    import io
+    import sys
+
+    import pipeline.pruning.run as run
+
+    seen = []
+
+    def fake_fit(*args, callbacks=None, **kwargs):
+        seen.append([(type(c).__name__, getattr(c, "name", None)) for c in callbacks or []])
+        return None  # as on a DDP rank other than 0: nothing else runs
+
+    monkeypatch.setattr(run, "fit", fake_fit)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    trainer = TrainerCfg.model_validate({**params["trainer"], "enable_progress_bar": True})
+    assert run_prune(dense, tiny_data, "hqs_l0", 0.5, PruneCfg(epochs=1), trainer, 0, tmp_path) is None
+    assert run.finetune(dense, dense, tiny_data, FinetuneCfg(), trainer, 0, tmp_path) is None
+    assert seen[0][-1] == ("EpochLines", "hqs_l0 sparsify") and seen[0][0][0] != "EpochLines"
+    assert seen[1] == [("EpochLines", "pruned finetune")]

@@ -200,3 +200,13 @@ def saliency_gap(scores: Tensor, keep: Tensor, by_score: Tensor | None = None) -
     if largest_removed == 0:  # zeros on both sides are a tie, not a cut
         return float("inf") if smallest_kept > 0 else 1.0
     return smallest_kept / largest_removed
+
+
+def tied_share(scores: Tensor) -> float:
+    """Share of entries whose decision score equals another entry's exactly: rank-based
+    criteria (hrank's integer ranks) tie often on small calibration crops, and a tie is
+    broken by entry order, not by the criterion."""
+    if scores.numel() == 0:
+        return 0.0
+    _, counts = torch.unique(scores.detach().flatten(), return_counts=True)
+    return float(counts[counts > 1].sum()) / scores.numel()

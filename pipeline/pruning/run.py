@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +14,13 @@ from pipeline.artifact import load_model
 from pipeline.card import ModelCard
 from pipeline.config import FinetuneCfg, PruneCfg, TrainCfg, TrainerCfg
 from pipeline.data.datamodule import SegmentationData
+from pipeline.epoch_progress import epoch_lines
 from pipeline.errors import PipelineError
 from pipeline.losses import Distiller
 from pipeline.measure import macs_and_params
 from pipeline.module import SegmentationModule
 from pipeline.pruning.method import PruneContext, calibration_loader
-from pipeline.pruning.methods import saliency_gap
+from pipeline.pruning.methods import saliency_gap, tied_share
 from pipeline.pruning.registry import create_method
 from pipeline.pruning.removal import check_achieved, check_reachable, recalibrate_bn, val_score, zero_dropped
 from pipeline.pruning.templates import attach_templates, fold_and_remove, removed_channels
@@ -62,11 +64,14 @@ def prune(dense: Path, data: Path, method: str, macs_reduction: float, cfg: Prun
     ctx = PruneContext(model, templates, cfg, chosen.options, macs_reduction,
                        make_loader=lambda: calibration_loader(data, train, seed))
     sparsifier = chosen.sparsifier(ctx)
+    lines = epoch_lines(trainer, f"{method} sparsify")
     if sparsifier is not None and fit(model_cfg, train, trainer, data, logs, seed, num_classes, model=model,
-                                      callbacks=[sparsifier], keep_last=True, resume=resume,
+                                      callbacks=[sparsifier, *lines], keep_last=True, resume=resume,
                                       templates=templates) is None:
         return None
+    started = time.monotonic()
     keep = chosen.keep(ctx)
+    decision_seconds = time.monotonic() - started  # data-driven scores: their calibration passes
     effective = templates.effective_scale() if chosen.trains else None
     removed = removed_channels(templates.split(keep))
     evaluation = SegmentationData(data, train)
@@ -101,6 +106,8 @@ def prune(dense: Path, data: Path, method: str, macs_reduction: float, cfg: Prun
         # smallest kept / largest removed, on the score the method decided on when it decided
         "saliency_gap": None if chosen.decision_scores is None else saliency_gap(chosen.decision_scores, keep,
                                                                                 chosen.decided_by_score),
+        "tied_share": None if chosen.decision_scores is None else tied_share(chosen.decision_scores),
+        "decision_seconds": decision_seconds,
     }
     if masking is not None:
         masking["after_removal"] = score(pruned)
@@ -130,7 +137,7 @@ def finetune(pruned: Path, dense: Path, data: Path, cfg: FinetuneCfg, trainer: T
         teacher, _ = load_model(dense)
         options["teacher"] = Distiller(teacher, cfg.distill_weight, cfg.distill_temperature)
     result = fit(card.model, train, trainer, data, logs, seed, card.num_classes, model=model, resume=resume,
-                 **options)
+                 callbacks=epoch_lines(trainer, f"{card.method or 'pruned'} finetune"), **options)
     if result is None:
         return None
     macs, params = macs_and_params(result.module.model, card.cost_size)
