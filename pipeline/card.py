@@ -8,6 +8,8 @@ their fields here, never as free-form keys (a misspelt key is an error, not a si
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -23,6 +25,29 @@ class Normalisation(BaseModel):
 
     mean: list[float] = Field(min_length=3, max_length=3)
     std: list[float] = Field(min_length=3, max_length=3)
+
+
+class TrainingData(BaseModel):
+    """The data a model was trained on: the prepared data set's manifest in brief."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str  # prepare.source: synthetic, pld-uav, ttpla, folder, geotiff
+    root: str | None = None  # the source folder (for synthetic: the generator)
+    images: dict[str, int] = Field(default_factory=dict)  # per split
+    split_file: str | None = None  # the fixed split it used, if any
+
+    @classmethod
+    def read(cls, prepared: Path) -> TrainingData:
+        """From a prepared data folder's manifest.json."""
+        manifest = json.loads((Path(prepared) / "manifest.json").read_text())
+        return cls(source=manifest["source"], root=manifest.get("root"), split_file=manifest.get("split_file"),
+                   images={name: split["images"] for name, split in manifest.get("splits", {}).items()})
+
+    @property
+    def synthetic(self) -> bool:
+        """Whether every training image was drawn by the generator (no real labelled wire)."""
+        return self.source == "synthetic"
 
 
 class ModelCard(BaseModel):
@@ -45,6 +70,14 @@ class ModelCard(BaseModel):
     budget_epochs: int = Field(0, ge=0)  # epochs every method of the sweep may train before fine-tuning
     finetune_epochs: int | None = None
     pruned_channels: dict[str, list[int]] = Field(default_factory=dict)
+    training_data: TrainingData | None = None
+    # the shipped model's card (the pick stage) adds these
+    commit: str | None = None  # git commit of the code that chose it
+    created: str | None = None  # UTC date and time, ISO 8601
+    input_size: list[int] | None = None  # [height, width] it was evaluated at (any multiple of 32 runs)
+    intervals: dict[str, list[float]] = Field(default_factory=dict)  # metric: 95 % interval over test images
+    intended_use: str | None = None
+    limits: list[str] = Field(default_factory=list)
 
     def updated(self, **fields: Any) -> ModelCard:
         """A copy with `fields` changed, validated like a freshly loaded card."""

@@ -34,6 +34,9 @@ def onnx_metadata(card: ModelCard, opset: int) -> dict[str, str]:
         "threshold": str(card.threshold),
         "opset": str(opset),
         "model": json.dumps(card.model.model_dump()),
+        # the whole card but what only rebuilds the network in PyTorch (pipeline.card, pipeline.model_card)
+        "model_card": json.dumps(card.model_dump(mode="json", exclude_none=True,
+                                                 exclude={"pruned_channels", "train"})),
     }
 
 

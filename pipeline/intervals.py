@@ -34,21 +34,36 @@ def paired_bca(mine: Counts, theirs: Counts, score: Callable[[Counts], np.ndarra
     point itself."""
     mine = {key: np.asarray(value) for key, value in mine.items()}
     theirs = {key: np.asarray(value) for key, value in theirs.items()}
-    images = len(next(iter(mine.values())))
 
-    def difference(index: np.ndarray, axis: int = -1) -> np.ndarray:  # noqa: ARG001 - scipy's protocol
-        index = index.astype(int)
+    def difference(index: np.ndarray) -> np.ndarray:
         return score({k: v[index] for k, v in mine.items()}) - score({k: v[index] for k, v in theirs.items()})
 
+    return _bca(difference, len(next(iter(mine.values()))), n_resamples, seed, level)
+
+
+def bca(counts: Counts, score: Callable[[Counts], np.ndarray] = line_iou, n_resamples: int = 4999,
+        seed: int = 0, level: float = 0.95) -> dict[str, Any]:
+    """`score` of one model's per-image counts with a `level` BCa interval that resamples
+    images (the degenerate rule of paired_bca)."""
+    counts = {key: np.asarray(value) for key, value in counts.items()}
+    return _bca(lambda index: score({k: v[index] for k, v in counts.items()}), len(next(iter(counts.values()))),
+                n_resamples, seed, level)
+
+
+def _bca(statistic: Callable[[np.ndarray], np.ndarray], images: int, n_resamples: int, seed: int, level: float
+         ) -> dict[str, Any]:
+    """{"mean": statistic of every image, "ci95": its BCa interval, ...}; `statistic` maps
+    image indices (..., images) to values (...)."""
     every = np.arange(images)
-    point = float(difference(every))
+    point = float(statistic(every))
     low = high = point
     if images >= 2:
         with warnings.catch_warnings():  # the degenerate case is handled below
             warnings.simplefilter("ignore")
             # random_state, not rng: rng needs scipy >= 1.15 and pyproject allows 1.11
-            result = bootstrap((every,), difference, vectorized=True, paired=True, n_resamples=n_resamples,
-                               confidence_level=level, method="BCa", random_state=np.random.default_rng(seed))
+            result = bootstrap((every,), lambda index, axis=-1: statistic(index.astype(int)), vectorized=True,
+                               paired=True, n_resamples=n_resamples, confidence_level=level, method="BCa",
+                               random_state=np.random.default_rng(seed))
         if np.ptp(result.bootstrap_distribution):
             low, high = (float(bound) for bound in result.confidence_interval)
     return {"mean": point, "ci95": [low, high], "method": "BCa", "images": images}

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,9 @@ def main(argv: list[str] | None = None) -> None:
         params = args.params or (Path("params.yaml") if Path("params.yaml").exists() else None)
         cfg = predict_config(params, args)
         predictor = Predictor(args.model, args.threads, args.device)
+        if predictor.synthetic_only():  # once per run, before any image
+            print(f"WARNING: {args.model} was trained on synthetic wires only (its model card's training_data); "
+                  f"expect it to miss real wires", file=sys.stderr)
         images, scenes = predict_inputs(predictor, inputs, args.out, cfg, args.threshold, args.probability,
                                         args.vector, args.scene, args.overlay)
         print(f"wrote {len(images)} mask(s) and {len(scenes)} scene(s) to {args.out}")

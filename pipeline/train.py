@@ -23,7 +23,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from torch import nn
 from torchmetrics import Metric
 
-from pipeline.card import ModelCard
+from pipeline.card import ModelCard, TrainingData
 from pipeline.config import ModelCfg, TrainCfg, TrainerCfg
 from pipeline.data.datamodule import SegmentationData
 from pipeline.errors import PipelineError
@@ -87,6 +87,7 @@ class FitResult:
     threshold: float
     metrics: dict[str, float]
     epochs: int = 0
+    data: Path | None = None  # the prepared data it was trained and scored on
 
 
 def fit(model_cfg: ModelCfg, train_cfg: TrainCfg, trainer_cfg: TrainerCfg, data_root: Path,
@@ -180,7 +181,7 @@ def evaluate(module: SegmentationModule, data: SegmentationData, trainer_cfg: Tr
         module.threshold = float(val["val/best_threshold"])
         test = trainer.test(module, datamodule=data, verbose=False)[0]
     metrics = {k: float(v) for k, v in {**val, **test}.items() if not k.endswith("best_threshold")}
-    return FitResult(module, module.threshold, metrics, epochs)
+    return FitResult(module, module.threshold, metrics, epochs, data.root)
 
 
 @contextmanager
@@ -202,6 +203,7 @@ def local_metrics(module: nn.Module) -> Iterator[None]:
 
 
 def describe(model_cfg: ModelCfg, num_classes: int, result: FitResult, **extra: Any) -> ModelCard:
-    """The model card of a trained model; `extra`: further ModelCard fields."""
+    """The model card of a trained model, with the data it saw; `extra`: further ModelCard fields."""
+    data = TrainingData.read(result.data) if result.data is not None else None
     return ModelCard(model=model_cfg, num_classes=num_classes, threshold=result.threshold,
-                     metrics=result.metrics, **extra)
+                     metrics=result.metrics, training_data=data, **extra)

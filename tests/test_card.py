@@ -75,3 +75,41 @@ def test_every_schema_default_builds():
         create_loss(cfg.loss, cfg.loss_options, num_classes=2)
     model = create_model(ModelCfg())
     assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 1, 64, 64)
+
+
+def test_a_trained_model_s_card_names_its_training_data(tiny_data):
+    from pipeline.train import FitResult, describe
+
+    card = describe(ModelCfg(), 2, FitResult(module=None, threshold=0.4, metrics={}, data=tiny_data))
+    data = card.training_data
+    assert data.source == "synthetic" and data.synthetic and data.split_file is None
+    assert set(data.images) == {"train", "val", "test"} and sum(data.images.values()) == 16
+    assert ModelCard.model_validate(card.to_json()).training_data == data  # it survives model.json
+
+
+def test_the_onnx_file_carries_the_card_and_predict_warns_once_for_synthetic_only(tiny_data, tmp_path, capsys):
+    import onnx
+    from PIL import Image
+
+    from pipeline.card import TrainingData
+    from pipeline.export import export_onnx
+    from pipeline.predict import main as predict_main
+
+    cfg = ModelCfg(encoder="resnet18", decoder={"Unet": {"decoder_channels": [8, 8, 8, 8, 8]}})
+    card = ModelCard(model=cfg, training_data=TrainingData.read(tiny_data), limits=["a limit"])
+    export_onnx(create_model(cfg).eval(), card, tmp_path / "model.onnx", 64, 64)
+    (tmp_path / "in").mkdir()
+    for name in ("a.png", "b.png"):  # two photos, one warning
+        Image.new("RGB", (64, 64), (120, 140, 160)).save(tmp_path / "in" / name)
+    predict_main(["--model", str(tmp_path / "model.onnx"), "--input", str(tmp_path / "in"), "--out",
+                  str(tmp_path / "out")])
+    warned = [line for line in capsys.readouterr().err.splitlines() if "synthetic wires only" in line]
+    assert len(warned) == 1, warned
+    real = card.updated(training_data=card.training_data.model_copy(update={"source": "pld-uav"}))
+    export_onnx(create_model(cfg).eval(), real, tmp_path / "real.onnx", 64, 64)
+    predict_main(["--model", str(tmp_path / "real.onnx"), "--input", str(tmp_path / "in"), "--out",
+                  str(tmp_path / "out2")])
+    assert "synthetic" not in capsys.readouterr().err
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "real.onnx")).metadata_props}
+    assert json.loads(meta["model_card"])["limits"] == ["a limit"]
+    assert "pruned_channels" not in json.loads(meta["model_card"])

@@ -82,10 +82,13 @@ def test_a_forced_model_is_shipped_and_says_what_the_rule_would_pick():
 
 def test_the_stage_ships_a_copy_of_the_chosen_model_and_refuses_export_model(tmp_path, tiny_data, params, capsys):
     import json
+    import subprocess
+    from datetime import datetime
 
     import yaml
 
-    from pipeline.artifact import save_model
+    from pipeline.artifact import load_card, save_model
+    from pipeline.card import TrainingData
     from pipeline.config import ModelCfg
     from pipeline.models import create_model
     from pipeline.stages import pick
@@ -93,9 +96,11 @@ def test_the_stage_ships_a_copy_of_the_chosen_model_and_refuses_export_model(tmp
     reports, checkpoints = tmp_path / "reports", tmp_path / "checkpoints"
     (reports / "finetune").mkdir(parents=True)
     widths = {"dense": [16, 16, 8, 8, 8], "final/hqs_l0-0.5": [8, 8, 8, 8, 8], "final/magnitude-0.5": [8, 8, 4, 4, 4]}
-    for folder, channels in widths.items():
+    for folder, channels in widths.items():  # threshold 0: every pixel is line, so test IoU has an interval
         cfg = ModelCfg.model_validate({**params["model"], "decoder": {"Unet": {"decoder_channels": channels}}})
-        save_model(create_model(cfg), checkpoints / folder, {"model": cfg.model_dump(), "num_classes": 2})
+        save_model(create_model(cfg), checkpoints / folder,
+                   {"model": cfg.model_dump(), "num_classes": 2, "threshold": 0.0, "method": "hqs_l0",
+                    "macs_reduction": 0.5, "training_data": TrainingData.read(tiny_data).model_dump()})
     (reports / "loss.json").write_text(json.dumps({"winner": "d", "candidates": {"d": {SCORE: 0.5, "test/iou": 0.5}}}))
     for run, score in (("hqs_l0-0.5", 0.495), ("magnitude-0.5", 0.1)):  # magnitude: cheaper, failed
         (reports / "finetune" / f"{run}.json").write_text(json.dumps({"final": {SCORE: score, "test/iou": 0.4}}))
@@ -108,6 +113,14 @@ def test_the_stage_ships_a_copy_of_the_chosen_model_and_refuses_export_model(tmp
     assert picked["choice"] == "hqs_l0-0.5" and picked["cost_size"] == [64, 64]
     assert [row["model"] for row in picked["candidates"]] == ["dense", "hqs_l0-0.5", "magnitude-0.5"]
     assert (checkpoints / "ship" / "model.pt").read_bytes() == (checkpoints / "final/hqs_l0-0.5/model.pt").read_bytes()
+    card = load_card(checkpoints / "ship")  # the shipped model's card
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    assert card.commit.startswith(head) and datetime.fromisoformat(card.created).tzinfo is not None
+    assert card.input_size == [64, 64] and card.training_data.source == "synthetic"
+    assert set(card.intervals) == {"test/iou", "test/tol_f1"}
+    assert all(low <= high for low, high in card.intervals.values()) and card.intervals["test/iou"][1] > 0
+    assert "64x64" in card.intended_use
+    assert "synthetic wires only" in card.limits[0] and any("hqs_l0" in limit for limit in card.limits)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({**settings, "export": {"model": "hqs_l0-0.5"}}))
     with pytest.raises(SystemExit):
         pick.main(args)

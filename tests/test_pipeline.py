@@ -14,7 +14,7 @@ from tests.conftest import ROOT, reset_project, run
 
 STAGES = ("prepare", "baseline", "augment", "loss", "prune", "finetune", "pick", "export", "report")
 SECTIONS = ("## Verdict", "## Speed", "## Pruning", "## Training curves", "## Test predictions", "## Export",
-            "## INT8")
+            "## Model card", "## INT8")
 
 
 @pytest.fixture
@@ -50,6 +50,7 @@ def test_dvc_repro_runs_end_to_end_then_does_nothing(tiny_project):
     int8 = json.loads((project / "reports" / "int8.json").read_text())  # quantize.enabled by default
     assert (project / "export" / "int8" / "model.int8.onnx").exists() is int8["accepted"]
     assert "![IoU vs measured latency" in report and f"| {picked['choice']} INT8" in report
+    assert "synthetic wires only" in report.partition("## Model card")[2]  # the shipped card's known limits
     second = run([sys.executable, "-m", "dvc", "repro"], project)
     assert "Running stage" not in second, second
 

@@ -142,6 +142,7 @@ def _manifest(cfg: PrepareCfg, base: BaseCfg, entries, skipped, unassigned: int)
     return {
         "source": cfg.source,
         "root": cfg.root,
+        "split_file": cfg.split_file,
         "seed": base.seed,
         "classes": ["background", "line", "tower"][: base.num_classes],
         "ignore_index": IGNORE_INDEX,

@@ -25,14 +25,14 @@ def line_probability(logits: np.ndarray) -> np.ndarray:
     return shifted[:, 1] / shifted.sum(axis=1)
 
 
-def load_torch_model(path: Path) -> tuple[Any, dict | None, float]:
-    """(model, input normalisation, tuned threshold) of a model folder.
+def load_torch_model(path: Path) -> tuple[Any, dict | None, float, dict[str, Any]]:
+    """(model, input normalisation, tuned threshold, model card as JSON) of a model folder.
 
     The one place inference loads a model folder, so that changing the loader is one edit."""
     from pipeline.artifact import load_model
 
     model, card = load_model(path)
-    return model, card.normalisation.model_dump(), card.threshold
+    return model, card.normalisation.model_dump(), card.threshold, card.to_json()
 
 
 class Predictor:
@@ -47,6 +47,7 @@ class Predictor:
             meta = self.session.get_modelmeta().custom_metadata_map
             self.normalisation = json.loads(meta.get("normalisation", "{}")) or None
             self.threshold = float(meta.get("threshold", 0.5))
+            self.card = json.loads(meta.get("model_card", "{}"))  # {} for files exported before cards
         else:
             import torch
 
@@ -54,10 +55,14 @@ class Predictor:
                 torch.set_num_threads(threads)
             if device == "cuda" and not torch.cuda.is_available():
                 raise PipelineError(f"{path}: --device cuda, but PyTorch sees no CUDA device")
-            self.model, self.normalisation, self.threshold = load_torch_model(path)
+            self.model, self.normalisation, self.threshold, self.card = load_torch_model(path)
             self.model.eval().to(device)
         if not self.normalisation:
             raise PipelineError(f"{path}: no input normalisation recorded with the model")
+
+    def synthetic_only(self) -> bool:
+        """Whether the model's card says it saw only synthetic training images."""
+        return (self.card.get("training_data") or {}).get("source") == "synthetic"
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """(N, 3, H, W) normalised float32, sides multiples of 32 -> (N, C, H, W) logits."""

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from pipeline.artifact import load_model
-from pipeline.card import ModelCard
+from pipeline.card import ModelCard, TrainingData
 from pipeline.config import FinetuneCfg, PruneCfg, TrainCfg, TrainerCfg
 from pipeline.data.datamodule import SegmentationData
 from pipeline.epoch_progress import epoch_lines
@@ -146,4 +146,5 @@ def finetune(pruned: Path, dense: Path, data: Path, cfg: FinetuneCfg, trainer: T
               "epochs_trained": result.epochs, "extra_epochs": extra, "distill": cfg.distill,
               "after_removal": card.metrics, "final": row}
     return result.module.model, card.updated(threshold=result.threshold, metrics=result.metrics,
-                                             finetune_epochs=train.epochs), record
+                                             finetune_epochs=train.epochs,
+                                             training_data=TrainingData.read(data)), record

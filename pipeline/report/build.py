@@ -26,7 +26,7 @@ from pipeline.report.timing import (
     speed_notes,
     timing_environment,
 )
-from pipeline.report.verdict import iou_change, training_data, verdict
+from pipeline.report.verdict import card_section, iou_change, training_data, verdict
 from pipeline.report.views import cost_points, curve_rows, summary
 from pipeline.scoring import split_counts
 from pipeline.selection import FAIL_SHARE, SCORE
@@ -192,6 +192,8 @@ def write_report(paths: ReportPaths, cfg: ReportCfg, sweep: SweepCfg) -> str:
     sections = figure_sections(rows, records, folders, paths, cfg.panel_images, ship,
                                chart_points(int8, speed, ship or DENSE))
     sections += export_section(paths.reports / "export.json")
+    ship_folder = paths.checkpoints / "ship"
+    sections += card_section(load_card(ship_folder) if (ship_folder / "model.json").exists() else None)
     sections += int8_section(int8, speed, ship or DENSE, ship or DENSE, timing)
     sections += ["## Stage wall time", "Each stage's own run (from its record), the report's latency "
                  "measurements not included.\n\n" + time_table(stage_times(paths.reports, records))]

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pipeline.card import ModelCard
 from pipeline.intervals import line_iou, paired_bca
 from pipeline.pick import DENSE, OBJECTIVES
 from pipeline.selection import FAIL_SHARE, SCORE
@@ -103,4 +104,31 @@ def candidate_table(picked: dict[str, Any]) -> list[str]:
         verdict_text = f"**{row['verdict']}**" if row["failed"] or row["model"] == picked["choice"] else row["verdict"]
         lines.append(f"| {row['model']} | {row[SCORE]:.3f} | {row['val_drop']:+.3f} | {row['gmacs']:.3f} | "
                      f"{row['mparams']:.2f} | {test} | {verdict_text} |")
+    return lines
+
+
+def card_section(card: ModelCard | None) -> list[str]:
+    """The shipped model's card (checkpoints/ship/model.json, also in the ONNX metadata), as a list."""
+    if card is None:
+        return []
+    data = card.training_data
+    images = ", ".join(f"{n} {split}" for split, n in data.images.items()) if data else ""
+    intervals = "; ".join(f"{name} {card.metrics.get(name, float('nan')):.3f} [{low:.3f}, {high:.3f}]"
+                          for name, (low, high) in card.intervals.items())
+    fields = [
+        ("Model", f"{card.model.arch}-{card.model.encoder}" + (f", pruned by {card.method}" if card.method else "")),
+        ("Training data", f"`{data.source}` ({images}), split file {data.split_file or 'none (seeded split)'}"
+         if data else "not recorded"),
+        ("Commit, date", f"{card.commit or 'unknown'}, {card.created or 'unknown'}"),
+        ("Input", f"RGB, {card.input_size[0]}x{card.input_size[1]} evaluated (sides multiples of 32 run); "
+                  f"normalised by mean {card.normalisation.mean}, std {card.normalisation.std}"
+         if card.input_size else "not recorded"),
+        ("Threshold", f"{card.threshold:.3f} (tuned on val)"),
+        ("Test figures, 95 % BCa interval over images", intervals or "not computed"),
+        ("Intended use", card.intended_use or "not stated"),
+    ]
+    lines = ["## Model card", "What `checkpoints/ship/model.json` and the ONNX file's metadata (`model_card`) say "
+             "of the shipped model.", ""]
+    lines += [f"- **{name}:** {value}" for name, value in fields]
+    lines += ["- **Known limits:**", *[f"  - {limit}" for limit in card.limits]]
     return lines

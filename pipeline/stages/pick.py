@@ -5,7 +5,9 @@ report times latency) among the dense model and the sweep's fine-tuned runs whos
 is at most `pick.max_iou_drop` below the dense one's; failed runs never qualify; the dense
 model when nothing else does. Writes the choice, the rule, a one-line reason and the
 candidates table (--out, JSON), and a copy of the chosen model folder (--ship) that
-`export` converts, so export's DVC deps are exactly the shipped model.
+`export` converts, so export's DVC deps are exactly the shipped model; its model.json is the
+shipped model's card (pipeline.model_card: commit, date, input size, test intervals,
+intended use, known limits).
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from pipeline.artifact import load_model, write_json
+from pipeline.artifact import META, load_model, write_json
+from pipeline.card import ModelCard
 from pipeline.measure import macs_and_params
+from pipeline.model_card import ship_card
 from pipeline.params import load_sections
 from pipeline.pick import DENSE, choose, refuse_export_model
 from pipeline.report.collect import evaluation_size, read_json, sweep_runs
@@ -33,11 +37,14 @@ def costs(folder: Path, size: tuple[int, int]) -> dict[str, float]:
     return {"gmacs": macs / 1e9, "mparams": params / 1e6}
 
 
-def copy_folder(source: Path, target: Path) -> None:
-    """Replace `target` with a copy of `source`, renamed into place so no half copy is read."""
+def copy_folder(source: Path, target: Path, card: ModelCard | None = None) -> None:
+    """Replace `target` with a copy of `source` (its model.json replaced by `card` if given),
+    renamed into place so no half copy is read."""
     tmp = target.with_name(f".{target.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(source, tmp)
+    if card is not None:
+        write_json(card.to_json(), tmp / META)
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)
 
@@ -71,7 +78,8 @@ def main(argv: list[str] | None = None) -> None:
         dense, runs, folders = candidates(args.reports, args.checkpoints, sweep_runs(sweep), size)
         picked = choose(dense, runs, cfg)
         picked.update(folder=str(folders[picked["choice"]]), cost_size=list(size))
-        copy_folder(folders[picked["choice"]], args.ship)
+        model, card = load_model(folders[picked["choice"]])
+        copy_folder(folders[picked["choice"]], args.ship, ship_card(model, card, args.data, size))
         write_json(picked, args.out)
         print(f"ship {picked['choice']}: {picked['reason']}")
 
