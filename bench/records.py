@@ -95,7 +95,13 @@ def config_hash(config: Any) -> str:
 
 
 def environment() -> dict[str, Any]:
-    """The git commit (and whether the tree had changes) and the package versions."""
+    """The git commit (and whether the tree had changes), the package versions, and the
+    machine: its CPU fingerprint and torch's thread count (the same inputs gave other
+    weights on another CPU, so a comparison must not mix machines within a seed)."""
+    import torch
+
+    from pipeline.machine import fingerprint
+
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
@@ -106,7 +112,7 @@ def environment() -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             versions[name] = None
     return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
-            "versions": versions}
+            "versions": versions, "machine": {**fingerprint(), "torch_threads": torch.get_num_threads()}}
 
 
 class RecordStore:

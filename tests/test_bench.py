@@ -140,6 +140,8 @@ def test_the_benchmark_runs_reuses_current_records_and_reruns_changed_ones(tmp_p
     hqs = json.loads((records / "hqs_l0-0.5.json").read_text())
     assert hqs["masking"]["after_zeroing"] >= 0 and hqs["train_tmacs"] > hqs["finetune_tmacs"] > 0
     assert json.loads((records / "magnitude-0.5.json").read_text())["recalibrated"]
+    machine = hqs["machine"]  # a seed's records must come from one kind of CPU: each says which
+    assert machine["cores"] >= 1 and machine["torch_threads"] >= 1 and machine["cpu"]
     summary = json.loads((tmp_path / "out" / "pldu.json").read_text())
     assert summary["missing"] == [] and {r["arm"] for r in summary["rows"]} == {"dense", "control", "hqs_l0",
                                                                                  "magnitude"}

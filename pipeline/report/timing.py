@@ -13,6 +13,7 @@ from pipeline.artifact import load_model
 from pipeline.config import ReportCfg
 from pipeline.console import progress
 from pipeline.export import export_onnx
+from pipeline.machine import cpu_name, vnni
 from pipeline.measure import macs_and_params
 from pipeline.memory import peak_memory
 from pipeline.speed import interleaved, onnx_runner, torch_runner
@@ -24,37 +25,6 @@ ORT_NOTE = ("Why ONNX Runtime can be slower than PyTorch here: at small inputs o
             "and from a blocked NCHWc layout and hand every operator to its thread pool); at larger inputs the "
             "arithmetic dominates: on 512 px scene windows (batch 4) ONNX Runtime ran the dense model 1.7x faster than "
             "PyTorch on this project's 2-core machine (bench/results/scene.md).")
-
-
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo (Linux), else what `platform` knows.
-
-    deploy/onnx_latency.py's `device` repeats this on purpose: that script is copied alone to
-    the target device (numpy + onnxruntime only), and deploy/ is not an installed package, so
-    neither can import the other."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() in ("model name", "Model", "Hardware"):
-                    return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def vnni() -> str:
-    """The CPU's 8-bit dot-product instructions, which INT8 speed depends on: "AVX512-VNNI",
-    "AVX-VNNI", both, "no VNNI", or "VNNI unknown" where /proc/cpuinfo has no flags (not Linux x86)."""
-    try:
-        flags = next((line.partition(":")[2].split() for line in open("/proc/cpuinfo", encoding="utf-8")  # noqa: SIM115
-                      if line.startswith("flags")), None)
-    except OSError:
-        flags = None
-    if flags is None:
-        return "VNNI unknown"
-    found = [name for flag, name in (("avx512_vnni", "AVX512-VNNI"), ("avx_vnni", "AVX-VNNI")) if flag in flags]
-    return ", ".join(found) or "no VNNI"
 
 
 def timing_environment(threads: int) -> dict[str, Any]:
