@@ -26,6 +26,7 @@ from torchmetrics import Metric
 from pipeline.card import ModelCard, TrainingData
 from pipeline.config import ModelCfg, TrainCfg, TrainerCfg
 from pipeline.data.datamodule import SegmentationData
+from pipeline.epoch_progress import epoch_lines
 from pipeline.errors import PipelineError
 from pipeline.module import SegmentationModule
 from pipeline.resume import BEST, LAST, AtomicCheckpointIO, EpochSeed, ResumeStore, finished_epochs, mark_finished
@@ -173,7 +174,9 @@ def evaluate(module: SegmentationModule, data: SegmentationData, trainer_cfg: Tr
 
     Runs on this process alone (one device), on whole splits, also after DDP training.
     """
+    # not a terminal: EpochLines stands in for Lightning's bar (whose carriage returns fill a log)
     trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_model_summary=False,
+                        callbacks=epoch_lines(trainer_cfg),
                         **{**trainer_cfg.model_dump(), "devices": 1, "strategy": "auto", "num_nodes": 1})
     with local_metrics(module):
         module.threshold = 0.5

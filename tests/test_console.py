@@ -195,3 +195,19 @@ def test_study_training_gets_the_plain_epoch_lines(monkeypatch, tmp_path):
     variant = study.Variant("Unet-resnet18", ModelCfg(), TrainCfg())
     assert study.run_variant(variant, TrainerCfg(), tmp_path, tmp_path, 0, 2, 64) is None
     assert [(type(c).__name__, c.name) for c in seen["callbacks"]] == [("EpochLines", "Unet-resnet18")]
+
+
+def test_evaluation_prints_no_bar_into_a_log(tiny_data, params, capfd):
+    """Val and test passes after training: no carriage-return bar when stderr is not a terminal."""
+    from pipeline.config import ModelCfg, TrainCfg
+    from pipeline.data.datamodule import SegmentationData
+    from pipeline.module import SegmentationModule
+    from pipeline.train import evaluate
+
+    train = TrainCfg.model_validate(params["train"])
+    module = SegmentationModule(ModelCfg.model_validate(params["model"]).model_dump(), train.model_dump(), 2)
+    result = evaluate(module, SegmentationData(tiny_data, train), TrainerCfg(enable_progress_bar=True))
+    assert "test/iou" in result.metrics
+    shown = capfd.readouterr()
+    text = shown.out + shown.err  # Lightning's Rich bar writes to stdout
+    assert "\r" not in text and "Validation" not in text and "Testing" not in text, text[-500:]
