@@ -28,37 +28,27 @@ Scorer = Callable[[Path, Path, str], float]  # (onnx file, prepared data, split)
 def onnx_iou(model: Path, data: Path, split: str) -> float:
     """Line IoU of an ONNX file on a prepared split in ONNX Runtime, pixels summed over the
     split, at the file's own tuned threshold (its metadata), ignore pixels skipped."""
-    from pipeline.data.datamodule import PreparedSplit, eval_transform, pad_collate
     from pipeline.inference.predictor import Predictor
-    from pipeline.labels import IGNORE_INDEX, LINE
+    from pipeline.scoring import image_counts, split_images
 
     predictor = Predictor(model)
-    images = PreparedSplit(data, split, eval_transform())
     tp = fp = fn = 0
-    for index in range(len(images)):
-        item = images[index]
-        _, height, width = item["image"].shape
-        batch = pad_collate([item])["image"].numpy()
-        prob = predictor.probabilities(batch)[0, :height, :width]
-        mask = item["mask"].numpy()
-        valid = mask != IGNORE_INDEX
-        pred, true = (prob >= predictor.threshold) & valid, (mask == LINE) & valid
-        tp, fp, fn = tp + int((pred & true).sum()), fp + int((pred & ~true).sum()), fn + int((~pred & true).sum())
+    for _, batch, mask in split_images(data, split):
+        height, width = mask.shape
+        counts = image_counts(predictor.probabilities(batch.numpy())[0, :height, :width], mask, predictor.threshold)
+        tp, fp, fn = tp + counts["tp"], fp + counts["fp"], fn + counts["fn"]
     return tp / (tp + fp + fn) if tp + fp + fn else 0.0
 
 
 def fallback_nodes(fp32: Path, cfg: QuantizeCfg) -> list[str]:
     """The nodes the second attempt keeps in FP32 (none: no second attempt); names that are not
     in the graph are refused before anything is quantised (ONNX Runtime would ignore them)."""
-    import onnx
-
     from pipeline.errors import PipelineError
-    from pipeline.quantize import first_and_last_convs
+    from pipeline.quantize import first_and_last_convs, unknown_nodes
 
     if cfg.keep_fp32 == "auto":
         return first_and_last_convs(fp32)
-    unknown = sorted(set(cfg.keep_fp32) - {n.name for n in onnx.load(str(fp32), load_external_data=False).graph.node})
-    if unknown:
+    if unknown := unknown_nodes(fp32, cfg.keep_fp32):
         raise PipelineError(f"quantize.keep_fp32: {unknown} are not nodes of {fp32} (first_and_last_convs names "
                             f"the auto ones)")
     return list(cfg.keep_fp32)

@@ -64,11 +64,12 @@ def first_and_last_convs(path: Path) -> list[str]:
     return [convs[0], convs[-1]] if len(convs) > 1 else convs
 
 
-def _check_names(path: Path, model: Any, keep_fp32: Sequence[str]) -> None:
-    """quantize_static ignores unknown names in nodes_to_exclude: refuse them instead."""
-    unknown = sorted(set(keep_fp32) - {node.name for node in model.graph.node})
-    if unknown:
-        raise ValueError(f"{path}: keep_fp32 names nodes that are not in the graph: {unknown}")
+def unknown_nodes(path: Path, names: Sequence[str]) -> list[str]:
+    """The `names` that are not nodes of the ONNX file at `path`: quantize_static ignores
+    unknown names in nodes_to_exclude, so callers refuse them instead."""
+    import onnx
+
+    return sorted(set(names) - {node.name for node in onnx.load(str(path), load_external_data=False).graph.node})
 
 
 def quantize_int8(
@@ -92,12 +93,13 @@ def quantize_int8(
     if not len(crops):
         raise ValueError("no calibration crops")
     source = onnx.load(str(fp32))
-    _check_names(fp32, source, keep_fp32)
     with tempfile.TemporaryDirectory() as tmp:
         # ONNX Runtime's recommended first step: shape inference and graph clean-up (no layout changes)
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
-        _check_names(fp32, onnx.load(str(prepared)), keep_fp32)
+        # checked on the prepared graph, which is the one quantised (its clean-up may rename nodes)
+        if unknown := unknown_nodes(prepared, keep_fp32):
+            raise ValueError(f"{fp32}: keep_fp32 names nodes that are not in the graph: {unknown}")
         quantized = Path(tmp) / "int8.onnx"
         quantize_static(
             str(prepared),

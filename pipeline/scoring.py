@@ -22,17 +22,24 @@ from pipeline.metrics import TOLERANCE_COUNTS, line_probability, ratio, toleranc
 COUNTS = ("tp", "fp", "fn", *TOLERANCE_COUNTS)
 
 
+def split_images(root: Path, split: str = "test", limit: int | None = None
+                 ) -> Iterator[tuple[str, torch.Tensor, np.ndarray]]:
+    """(name, padded normalised batch 1x3xH'xW', mask HxW) for the first `limit` (all) images
+    of a split, as evaluation sees them; crop outputs back to the mask's size."""
+    images = PreparedSplit(Path(root), split, eval_transform())
+    for index in range(len(images) if limit is None else min(limit, len(images))):
+        item = images[index]
+        yield item["name"], pad_collate([item])["image"], item["mask"].numpy()
+
+
 @torch.inference_mode()
 def split_probabilities(model: nn.Module, root: Path, split: str = "test", limit: int | None = None
                         ) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """(name, line probability HxW, mask HxW) for the first `limit` (all) images of a split, whole size."""
     model.eval()
-    images = PreparedSplit(Path(root), split, eval_transform())
-    for index in range(len(images) if limit is None else min(limit, len(images))):
-        item = images[index]
-        _, height, width = item["image"].shape
-        logits = model(pad_collate([item])["image"])
-        yield item["name"], line_probability(logits)[0, :height, :width].numpy(), item["mask"].numpy()
+    for name, batch, mask in split_images(root, split, limit):
+        height, width = mask.shape
+        yield name, line_probability(model(batch))[0, :height, :width].numpy(), mask
 
 
 def image_counts(prob: np.ndarray, mask: np.ndarray, threshold: float) -> dict[str, int]:
