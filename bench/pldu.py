@@ -12,7 +12,7 @@ Each run writes a small JSON record under bench/results/pldu/ carrying the hashe
 code, data, starting model and config (bench/records.py): rerun the command and it skips
 what is current, re-runs what changed, and rewrites pldu.{json,md} from current records.
 
-    python -m bench.pldu                 # all of it (hours on 2 cores): run in the background
+    OMP_NUM_THREADS=1 python -m bench.pldu --workers 2   # all of it (hours on 2 cores): in the background
     python -m bench.pldu --seeds 0 --methods hqs_l0 --macs-reductions 0.75   # a slice
     python -m bench.pldu --summary-only  # re-aggregate the committed records
 """
@@ -202,47 +202,6 @@ def _holds(model: Path, expected: str) -> bool:
     return (model / "model.pt").exists() and weights_hash(model) == expected
 
 
-def run_all(b: Benchmark, dense_only: bool = False) -> None:
-    """Every record of the preset, one whole seed after another (a slice that ends between
-    seeds leaves nothing that needs this machine's models), BSDS included."""
-    dense_of: dict[int, dict[str, Any]] = {}
-    tuned: dict[str, dict[str, Any] | None] = {}
-    for seed in b.bench.seeds:
-        dense_of[seed] = b.dense(seed)
-        b.control(seed)
-        if dense_only:
-            continue
-        for target in sorted(b.bench.macs_reductions, reverse=True):
-            for method in b.bench.methods:
-                if method not in tuned:
-                    tuned[method] = b.tuned_options(method, dense_of)
-                b.pruned(seed, method, target, tuned[method])
-        if b.bench.bsds:
-            for arm, rerun in bsds_arms(b, seed, tuned):
-                b.bsds(seed, arm, rerun)
-
-
-def bsds_arms(b: Benchmark, seed: int, tuned: dict[str, dict[str, Any] | None]) -> list[tuple[str, Any]]:
-    """(arm, its rerun) of the runs of `seed` that BSDS scores: dense, the control, hqs_l0 and,
-    at each target, the baseline (not an HQS-L0 variant) with the best val score on the
-    tuning seed, failed runs excluded: chosen on val, once, before the other seeds run."""
-    arms = [("dense", lambda need_model: b.dense(seed, need_model)),
-            ("control", lambda need_model: b.control(seed, need_model))]
-    tune_seed = b.bench.tune_seed
-    tune_dense = b.dense(tune_seed)
-    for target in b.bench.macs_reductions:
-        scores = {}
-        for method in b.bench.methods:
-            name, inputs, _ = b.pruned_spec(tune_seed, tune_dense, method, target, tuned.get(method))
-            run = b.store.current(name, inputs)
-            if run and not method.startswith("hqs_l0") and not failed(run["val_score"], tune_dense["val_score"]):
-                scores[method] = run["val_score"]
-        for method in ["hqs_l0", *([max(scores, key=scores.get)] if scores else [])]:
-            suffix = b.pruned_spec(seed, tune_dense, method, target, tuned.get(method))[0].split("/", 1)[1]
-            arms.append((suffix, lambda need_model, m=method, t=target: b.pruned(seed, m, t, tuned.get(m), need_model)))
-    return arms
-
-
 def main(argv: list[str] | None = None) -> None:
     """Run (or resume) the benchmark, then write bench/results/pldu.{json,md} and the figure."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -254,6 +213,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--macs-reductions", type=float, nargs="+", help="override bench.macs_reductions")
     p.add_argument("--dense-only", action="store_true", help="only the dense models and the controls")
     p.add_argument("--summary-only", action="store_true", help="only re-aggregate the current records")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes for a seed's runs once its dense model exists (OMP_NUM_THREADS=1: one per core)")
     args = p.parse_args(argv)
     bench, sections = load_config(args.config)
     bench = bench.model_copy(update={k: v for k, v in {"seeds": args.seeds, "methods": args.methods,
@@ -269,7 +230,9 @@ def main(argv: list[str] | None = None) -> None:
         prepare(prepare_cfg, sections["base"], data)
     b = Benchmark(bench, sections, data, args.work, args.out / "pldu")
     if not args.summary_only:
-        run_all(b, args.dense_only)
+        from bench.schedule import run_all
+
+        run_all(b, args.dense_only, args.workers)
     from bench.summary import write_summary
 
     write_summary(b, args.out, args.config)

@@ -133,7 +133,7 @@ def test_the_benchmark_runs_reuses_current_records_and_reruns_changed_ones(tmp_p
     config = tmp_path / "bench.yaml"
     config.write_text(yaml.safe_dump(params))
     args = ["--config", str(config), "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out")]
-    main(args)
+    main([*args, "--workers", "2"])  # the control, the pruned runs and BSDS in two spawned processes
     records = tmp_path / "out" / "pldu" / "seed0"
     runs = {"dense", "control", "hqs_l0-0.5", "magnitude-0.5"}  # magnitude: the only baseline, so the best
     assert {p.name for p in records.iterdir()} == {f"{prefix}{run}.json" for run in runs for prefix in ("", "bsds-")}
