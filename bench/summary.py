@@ -108,7 +108,11 @@ def _row(key: tuple, runs: list[dict[str, Any]], dense_of: dict[int, dict[str, A
         row.update({"achieved_reduction": mean_std([r["achieved_reduction"] for r in runs]),
                     "iou_after_removal": mean_std([float(a["iou"]) for a in after]),
                     "steps_to_recover": [r["steps_to_recover"] for r in runs],
-                    "saliency_gap": [r.get("saliency_gap") for r in runs], "options": runs[0].get("options")})
+                    "saliency_gap": [r.get("saliency_gap") for r in runs], "options": runs[0].get("options"),
+                    # the share of tied decision scores and the seconds the decision took (calibration
+                    # passes included), per seed; None in records made before they were kept
+                    "tied_share": [r.get("tied_share") for r in runs],
+                    "decision_seconds": [r.get("decision_seconds") for r in runs]})
         raw = [r["after_removal_raw"]["test/iou"] for r in runs if r.get("after_removal_raw")]
         if raw:
             row["iou_after_removal_raw"] = mean_std(raw)

@@ -41,7 +41,7 @@ def results_table(rows: list[dict[str, Any]]) -> list[str]:
 def comparison_table(rows: list[dict[str, Any]]) -> list[str]:
     """Each arm minus the control and minus hqs_l0: test IoU and tolerance F1, BCa 95 %."""
     lines = ["| arm | IoU − control | tol. F1 − control | IoU − hqs_l0 | tol. F1 − hqs_l0 | steps to recover | "
-             "saliency gap |", "|---" * 7 + "|"]
+             "saliency gap | tied scores | decision s |", "|---" * 9 + "|"]
     for r in rows:
         if r["macs_reduction"] is None and r["arm"] != "control":
             continue
@@ -49,8 +49,10 @@ def comparison_table(rows: list[dict[str, Any]]) -> list[str]:
         steps = ", ".join("never" if s is None else str(s) for s in r.get("steps_to_recover", [])) or "-"
         gaps = [g for g in r.get("saliency_gap", []) if g is not None]
         gap = ", ".join(f"{g:.2f}" for g in gaps) or "-"
+        tied = ", ".join(f"{t:.0%}" for t in r.get("tied_share", []) if t is not None) or "-"
+        seconds = ", ".join(f"{t:.0f}" for t in r.get("decision_seconds", []) if t is not None) or "-"
         lines.append(f"| {_name(r)} | {_ci(c.get('iou'))} | {_ci(c.get('tol_f1'))} | {_ci(h.get('iou'))} | "
-                     f"{_ci(h.get('tol_f1'))} | {steps} | {gap} |")
+                     f"{_ci(h.get('tol_f1'))} | {steps} | {gap} | {tied} | {seconds} |")
     return lines
 
 
