@@ -22,13 +22,17 @@ RESAMPLES = 2000
 REPORTED = ("iou", "tol_f1")  # test figures given with an interval
 
 
+# what decides a model; the stage records, reports and dvc.lock change during every `dvc repro`
+DECIDING = ("pipeline", "params.yaml", "dvc.yaml", "configs", "pyproject.toml")
+
+
 def git_commit(folder: Path = Path(".")) -> str | None:
-    """The commit checked out in `folder` (with "-dirty" when files differ from it), or None
-    outside a git repository."""
+    """The commit checked out in `folder` (with "-dirty" when the code or params differ from
+    it), or None outside a git repository."""
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=folder,
-                               capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *DECIDING],
+                               cwd=folder, capture_output=True, text=True, check=True)
     except (OSError, subprocess.CalledProcessError):
         return None
     return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")

@@ -113,3 +113,26 @@ def test_the_onnx_file_carries_the_card_and_predict_warns_once_for_synthetic_onl
     meta = {p.key: p.value for p in onnx.load(str(tmp_path / "real.onnx")).metadata_props}
     assert json.loads(meta["model_card"])["limits"] == ["a limit"]
     assert "pruned_channels" not in json.loads(meta["model_card"])
+
+
+def test_the_commit_is_dirty_only_when_code_or_params_changed(tmp_path):
+    import subprocess
+
+    from pipeline.model_card import git_commit
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    assert git_commit(tmp_path) is None  # not a repository
+    git("init", "-q")
+    (tmp_path / "params.yaml").write_text("a: 1\n")
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "r.json").write_text("{}")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x")
+    clean = git_commit(tmp_path)
+    assert clean and not clean.endswith("-dirty")
+    (tmp_path / "reports" / "r.json").write_text('{"b": 2}')  # a stage record, rewritten by dvc repro
+    assert git_commit(tmp_path) == clean
+    (tmp_path / "params.yaml").write_text("a: 2\n")
+    assert git_commit(tmp_path) == clean + "-dirty"
