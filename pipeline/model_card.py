@@ -50,7 +50,7 @@ def test_intervals(model: nn.Module, card: ModelCard, data: Path) -> dict[str, l
 def intended_use(card: ModelCard, size: tuple[int, int]) -> str:
     """One sentence: what the model is for."""
     data = card.training_data
-    seen = f"{data.source} images" if data else "its training images"
+    seen = f"its training images (`{data.source}`)" if data else "its training images"
     return (f"Marking power-line pixels in RGB aerial (UAV) images like {seen}, at about {size[0]}x{size[1]} "
             f"pixels, as an aid to inspection: a person or a later check confirms what it finds.")
 

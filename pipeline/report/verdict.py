@@ -127,8 +127,7 @@ def card_section(card: ModelCard | None) -> list[str]:
         ("Test figures, 95 % BCa interval over images", intervals or "not computed"),
         ("Intended use", card.intended_use or "not stated"),
     ]
-    lines = ["## Model card", "What `checkpoints/ship/model.json` and the ONNX file's metadata (`model_card`) say "
-             "of the shipped model.", ""]
-    lines += [f"- **{name}:** {value}" for name, value in fields]
-    lines += ["- **Known limits:**", *[f"  - {limit}" for limit in card.limits]]
-    return lines
+    items = [f"- **{name}:** {value}" for name, value in fields]
+    items += ["- **Known limits:**", *[f"  - {limit}" for limit in card.limits]]
+    return ["## Model card", "What `checkpoints/ship/model.json` and the ONNX file's metadata (`model_card`) say "
+            "of the shipped model.", "\n".join(items)]  # one block: the report joins blocks with blank lines
