@@ -151,26 +151,19 @@ class Benchmark:
                                             method, target, self.prune_cfg(method, options), dense["val_score"],
                                             self.bench.within), need_model)
 
-    def tuned_options(self, method: str, dense_of: dict[int, dict[str, Any]], run: bool = True
-                      ) -> dict[str, Any] | None:
-        """The method's option value picked by val score on the tuning seed and target (running
-        the tuning runs if `run`); None for untuned methods, or when records are missing."""
+    def tuned_options(self, method: str, dense_of: dict[int, dict[str, Any]]) -> dict[str, Any] | None:
+        """The method's option value picked by val score on the tuning seed and target, from
+        current records (bench.schedule runs the tuning runs); None for untuned methods, or
+        when records are missing."""
         grid = self.bench.tune.get(method)
-        if not grid:
+        seed, target = self.bench.tune_seed, self.bench.tune_target
+        if not grid or seed not in dense_of:
             return None
         (key, values), = grid.items()  # one option per method: a grid search is not what this measures
-        seed, target = self.bench.tune_seed, self.bench.tune_target
-        if run and seed not in dense_of:
-            dense_of[seed] = self.dense(seed)
-        if seed not in dense_of:
-            return None
         tried = {}
         for value in values:
-            if run:
-                tried[value] = self.pruned(seed, method, target, {key: value})
-            else:
-                name, inputs, _ = self.pruned_spec(seed, dense_of[seed], method, target, {key: value})
-                tried[value] = self.store.current(name, inputs)
+            name, inputs, _ = self.pruned_spec(seed, dense_of[seed], method, target, {key: value})
+            tried[value] = self.store.current(name, inputs)
         if not all(tried.values()):
             return None
         best = max(values, key=lambda v: (not failed(tried[v]["val_score"], dense_of[seed]["val_score"]),

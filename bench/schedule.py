@@ -35,7 +35,7 @@ def run_all(b: Benchmark, dense_only: bool = False, workers: int = 1) -> None:
         if b.bench.tune_seed not in dense_of:
             dense_of[b.bench.tune_seed] = b.dense(b.bench.tune_seed)
         run_jobs(b, tuning_jobs(b), workers)
-        tuned = {method: b.tuned_options(method, dense_of, run=False) for method in b.bench.methods}
+        tuned = {method: b.tuned_options(method, dense_of) for method in b.bench.methods}
         arms = [("pruned", seed, (method, target, tuned[method]))
                 for target in sorted(b.bench.macs_reductions, reverse=True) for method in b.bench.methods]
         run_jobs(b, [("control", seed, ()), *arms], workers)

@@ -24,7 +24,7 @@ def collect(b: Any) -> dict[str, Any]:
             missing.append(name)
             continue
         dense_of[seed] = record
-    tuned = {m: b.tuned_options(m, dense_of, run=False) for m in b.bench.methods}
+    tuned = {m: b.tuned_options(m, dense_of) for m in b.bench.methods}
     tuning = [r for m in b.bench.tune for r in _tuning_runs(b, m, dense_of)]
     for seed, dense in dense_of.items():
         specs = [b.control_spec(seed, dense)]

@@ -38,7 +38,7 @@ def git_commit(folder: Path = Path(".")) -> str | None:
     return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
-def test_intervals(model: nn.Module, card: ModelCard, data: Path) -> dict[str, list[float]]:
+def intervals_on_test(model: nn.Module, card: ModelCard, data: Path) -> dict[str, list[float]]:
     """{"test/<figure>": [low, high]}: BCa intervals over the test images at the card's threshold."""
     counts = split_counts(model, data, card.threshold, "test")
     counts.pop("names")
@@ -79,5 +79,5 @@ def known_limits(card: ModelCard) -> list[str]:
 def ship_card(model: nn.Module, card: ModelCard, data: Path, size: tuple[int, int]) -> ModelCard:
     """`card` completed as the shipped model's card."""
     return card.updated(commit=git_commit(), created=datetime.now(UTC).isoformat(timespec="seconds"),
-                        input_size=list(size), intervals=test_intervals(model, card, data),
+                        input_size=list(size), intervals=intervals_on_test(model, card, data),
                         intended_use=intended_use(card, size), limits=known_limits(card))
