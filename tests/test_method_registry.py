@@ -126,7 +126,7 @@ class TaylorMethod(Method):
             seen += 1
         ctx.model.train()
         TaylorMethod.seen.append(seen)
-        return keep_by_score(ctx.templates, score, ctx.macs_reduction)
+        return keep_by_score(ctx.templates, score, ctx.reduction)
 
 
 def test_a_new_method_is_one_class_and_one_registry_line(dense, tiny_data, params, tmp_path, monkeypatch):

@@ -220,7 +220,7 @@ def test_hqs_sparsifier_measures_the_task_gradient_before_each_step_and_pulls_af
     torch.manual_seed(0)
     model = TinyNet()
     templates = attach_templates(model, torch.randn(1, 3, 16, 16))
-    sparsifier = HqsSparsifier(templates, macs_reduction=0.3, lr=0.01, final_stiffness=10.0)
+    sparsifier = HqsSparsifier(templates, reduction=0.3, lr=0.01, final_stiffness=10.0)
     sparsifier.on_train_start(_Trainer())
     nn.functional.mse_loss(model(torch.randn(2, 3, 16, 16)), torch.zeros(2, 1, 16, 16)).backward()
     grad = torch.cat([p.grad for p in templates.scales])
@@ -259,7 +259,7 @@ class FixedScoreMethod(ImportanceMethod):
     """Keeps by random scores but reports 4 for every kept entry and 2 for every removed one."""
 
     def keep(self, ctx: PruneContext) -> torch.Tensor:
-        keep = keep_by_score(ctx.templates, torch.rand(ctx.templates.entries), ctx.macs_reduction)
+        keep = keep_by_score(ctx.templates, torch.rand(ctx.templates.entries), ctx.reduction)
         self.decision_scores = torch.where(keep, 4.0, 2.0)
         return keep
 

@@ -200,7 +200,7 @@ def test_effective_scale_cannot_be_gamed_by_moving_scale_into_bn():
     templates = attach_templates(model, x)
     randomise(model, templates)
     before, y = templates.effective_scale(), model(x)
-    keep = HqsL0(templates, macs_reduction=0.3, steps=1, lr=1.0).keep
+    keep = HqsL0(templates, reduction=0.3, steps=1, lr=1.0).keep
     group = next(g for g in templates.groups if g.name == "pw.0")
     with torch.no_grad():  # the pw channels: s ← s/10 and γ, β ← 10·γ, 10·β compute the same
         templates.scales[templates.groups.index(group)].div_(10)
@@ -208,7 +208,7 @@ def test_effective_scale_cannot_be_gamed_by_moving_scale_into_bn():
         model.pw[1].bias.mul_(10)
     assert torch.allclose(model(x), y, atol=1e-5)
     assert torch.allclose(templates.effective_scale(), before, rtol=1e-5)
-    assert torch.equal(HqsL0(templates, macs_reduction=0.3, steps=1, lr=1.0).keep, keep)
+    assert torch.equal(HqsL0(templates, reduction=0.3, steps=1, lr=1.0).keep, keep)
 
 
 def test_round_keep_keeps_one_per_group_and_rounds_up_by_score():
@@ -265,7 +265,7 @@ def test_bisection_masks_meet_the_mac_target_on_the_pruned_model(arch, encoder):
     templates = attach_templates(model, x)
     torch.manual_seed(2)
     randomise(model, templates, low=0.01, high=1.5)
-    hqs = HqsL0(templates, macs_reduction=0.5, steps=100, lr=0.01)
+    hqs = HqsL0(templates, reduction=0.5, steps=100, lr=0.01)
     pruned = fold_and_remove(model, templates, hqs.keep_masks())
     macs, _ = macs_and_params(pruned, SIZE)
     assert abs((1 - macs / dense_macs) - 0.5) <= 0.02
@@ -281,7 +281,7 @@ def test_hqs_loop_shrinks_dropped_templates_so_removal_is_nearly_lossless():
     target = torch.randn(4, 1, 16, 16)
     templates = attach_templates(model, x[:1])
     steps, lr = 60, 0.05
-    hqs = HqsL0(templates, macs_reduction=0.4, steps=steps, lr=lr, final_stiffness=50.0)
+    hqs = HqsL0(templates, reduction=0.4, steps=steps, lr=lr, final_stiffness=50.0)
     optimiser = torch.optim.SGD([*model.parameters(), *templates.parameters()], lr=lr)
     for step in range(steps):
         optimiser.zero_grad()
@@ -329,7 +329,7 @@ def test_z_step_in_the_fisher_metric_keeps_the_entries_the_loss_needs():
     torch.manual_seed(0)
     model = TinyNet()
     templates = attach_templates(model, torch.randn(1, 3, 16, 16))
-    hqs = HqsL0(templates, macs_reduction=0.3, steps=10, lr=0.01)
+    hqs = HqsL0(templates, reduction=0.3, steps=10, lr=0.01)
     by_magnitude = hqs.keep.clone()
     grad = torch.zeros(templates.entries)
     grad[~by_magnitude] = 1.0  # the loss now leans on exactly the entries magnitude would drop

@@ -35,7 +35,7 @@ def test_after_adamw_sparsification_the_pruned_model_equals_the_masked_one_once_
     templates = attach_templates(model, torch.zeros(1, 3, 64, 64))
     train = TrainCfg.model_validate({**params["train"], "epochs": 10, "optimizer": "adamw", "lr": 1e-3,
                                      "scheduler": "none", "early_stopping_patience": 0})
-    sparsifier = HqsSparsifier(templates, macs_reduction=0.5, lr=train.lr, final_stiffness=10.0)
+    sparsifier = HqsSparsifier(templates, reduction=0.5, lr=train.lr, final_stiffness=10.0)
     fit(ModelCfg.model_validate(params["model"]), train, TrainerCfg.model_validate(params["trainer"]), tiny_data,
         tmp_path / "logs", 0, model=model, callbacks=[sparsifier], keep_last=True, templates=templates)
     keep = sparsifier.keep()

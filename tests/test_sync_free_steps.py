@@ -110,7 +110,7 @@ def test_twenty_hqs_training_steps_read_nothing_back_outside_z_steps_and_epoch_e
     model = create_model(model_cfg)
     templates = attach_templates(model, torch.zeros(1, 3, 64, 64))
     window = Window(counter)
-    sparsifier = HqsSparsifier(templates, macs_reduction=0.5, lr=1e-3, final_stiffness=10.0)
+    sparsifier = HqsSparsifier(templates, reduction=0.5, lr=1e-3, final_stiffness=10.0)
     with counter:
         result = fit(model_cfg, train, trainer, tiny_data, tmp_path / "logs", 0, model=model,
                      callbacks=[window, sparsifier], keep_last=True, templates=templates)

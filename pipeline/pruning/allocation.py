@@ -30,8 +30,8 @@ def normalise_per_group(templates: Templates, scores: Tensor) -> Tensor:
     return templates.join(parts)
 
 
-def keep_normalised(templates: Templates, scores: Tensor, macs_reduction: float) -> tuple[Tensor, Tensor, Tensor]:
+def keep_normalised(templates: Templates, scores: Tensor, reduction: float) -> tuple[Tensor, Tensor, Tensor]:
     """(keep mask, the normalised scores it was decided on, the entries the score itself kept)."""
     normalised = normalise_per_group(templates, scores)
-    keep, by_score = decide_by_score(templates, normalised, macs_reduction)
+    keep, by_score = decide_by_score(templates, normalised, reduction)
     return keep, normalised, by_score

@@ -149,7 +149,7 @@ class FeatureMapMethod(Method):
         readers = find_readers(ctx.model, ctx.templates, example.to(next(ctx.model.parameters()).device))
         raw = self.scores(ctx, readers).detach().float().cpu()
         self.calibration_seconds = time.perf_counter() - start
-        keep, self.decision_scores, self.decided_by_score = keep_normalised(ctx.templates, raw, ctx.macs_reduction)
+        keep, self.decision_scores, self.decided_by_score = keep_normalised(ctx.templates, raw, ctx.reduction)
         self.tied_share = tied_share(self.decision_scores)
         return keep
 

@@ -72,7 +72,7 @@ def near_duplicates(model: nn.Module, templates: Templates, distance: float) -> 
 
 
 def select_by_norm(
-    model: nn.Module, templates: Templates, macs_reduction: float, duplicate_distance: float | None = None
+    model: nn.Module, templates: Templates, reduction: float, duplicate_distance: float | None = None
 ) -> tuple[Tensor, Tensor, Tensor]:
     """(keep, the scores decided on, the entries the score kept): the lowest filter norms go
     until the MAC target holds. SFP's rate is per layer: the norms are normalised per group
@@ -84,7 +84,7 @@ def select_by_norm(
         duplicate = near_duplicates(model, templates, duplicate_distance)
         if duplicate.any():
             scores = torch.where(duplicate, scores, scores + scores[duplicate].max())
-    keep, by_score = decide_by_score(templates, scores, macs_reduction)
+    keep, by_score = decide_by_score(templates, scores, reduction)
     return keep, scores, by_score
 
 
@@ -100,5 +100,5 @@ class FpgmMethod(Method):
 
     def keep(self, ctx: PruneContext) -> Tensor:
         scores = torch.cat([geometric_median_distance(group_filters(ctx.model, g)) for g in ctx.templates.groups])
-        keep, self.decision_scores, self.decided_by_score = keep_normalised(ctx.templates, scores, ctx.macs_reduction)
+        keep, self.decision_scores, self.decided_by_score = keep_normalised(ctx.templates, scores, ctx.reduction)
         return keep

@@ -1,7 +1,8 @@
 """HQS-L0: choose channels to remove by half-quadratic splitting of an L0 MAC penalty.
 
 The problem is  min_{W,s}  task(W, s) + λ Σ_j c_j [s_j ≠ 0],  s the feature templates (one
-entry per prunable channel, `templates.py`) and c_j the MACs entry j costs. Half-quadratic
+entry per prunable channel, `templates.py`) and c_j what entry j costs: its MACs, or its
+predicted milliseconds on a device (`costs.py`; recomputed at each z-step). Half-quadratic
 splitting adds an auxiliary copy z and a coupling term,
 
     task(W, s) + (μ/2)‖s − z‖² + λ Σ_j c_j [z_j ≠ 0],
@@ -15,9 +16,9 @@ and alternates:
 (c) continuation: μ grows geometrically, so s is pulled ever harder onto z and the entries
     with z = 0 reach 0 before they are removed.
 
-Users set physical quantities: the fraction of dense MACs to remove, the number of
-sparsification steps and the final stiffness ημ. λ is no knob: each z-step finds it by
-bisection so that the kept entries meet the MAC target.
+Users set physical quantities: the fraction of dense MACs (or of the predicted latency) to
+remove, or a latency in ms, the number of sparsification steps and the final stiffness ημ.
+λ is no knob: each z-step finds it by bisection so that the kept entries meet the target.
 
 The metric of the coupling. With the plain ‖s − z‖², every template starts at 1 and the
 z-step ranks entries by cost alone: on a U-Net it empties the widest, highest-resolution
@@ -92,13 +93,14 @@ def lambda_for_target(
     return candidates[hi]
 
 
-def keep_by_score(templates: Templates, score: Tensor, macs_reduction: float) -> Tensor:
-    """Keep the highest-scoring entries, dropping the lowest until the model's MACs fall by
-    `macs_reduction`, within the templates' rules (`Templates.legal`)."""
-    return decide_by_score(templates, score, macs_reduction)[0]
+def keep_by_score(templates: Templates, score: Tensor, reduction: float) -> Tensor:
+    """Keep the highest-scoring entries, dropping the lowest until the model's cost (MACs, or
+    predicted latency: `templates.cost_model`) falls by `reduction`, within the templates'
+    rules (`Templates.legal`)."""
+    return decide_by_score(templates, score, reduction)[0]
 
 
-def decide_by_score(templates: Templates, score: Tensor, macs_reduction: float) -> tuple[Tensor, Tensor]:
+def decide_by_score(templates: Templates, score: Tensor, reduction: float) -> tuple[Tensor, Tensor]:
     """`keep_by_score`'s keep mask, and the entries the score itself kept (before the rules,
     which may keep an entry the score would drop, e.g. a layer's last channel)."""
     rank = torch.empty(len(score))  # ranks, not values: ties (e.g. BN γ all 1 at init) must not drop together
@@ -109,8 +111,8 @@ def decide_by_score(templates: Templates, score: Tensor, macs_reduction: float) 
         return templates.legal(keep, score)
 
     ones = torch.ones_like(score)  # equal costs and μ = 2: an entry drops once λ reaches score²
-    lam = lambda_for_target(score, ones, 2.0, lambda keep: templates.kept_macs(legal(keep)),
-                            templates.budget(macs_reduction))
+    costs = templates.cost_model
+    lam = lambda_for_target(score, ones, 2.0, lambda keep: costs.kept(legal(keep)), costs.budget(reduction))
     by_score = hard_threshold(score, ones, lam, 2.0) != 0
     return legal(by_score), by_score
 
@@ -131,19 +133,20 @@ class HqsL0:
     def __init__(
         self,
         templates: Templates,
-        macs_reduction: float,
+        reduction: float,
         steps: int,
         lr: float,
         final_stiffness: float = 1.0,
         start_stiffness: float = 1e-3,
         use_fisher: bool = True,
     ):
-        if not 0 <= macs_reduction < 1:
-            raise ValueError(f"macs_reduction must be in [0, 1), got {macs_reduction}")
+        if not 0 <= reduction < 1:
+            raise ValueError(f"reduction must be in [0, 1), got {reduction}")
         self.templates, self.steps, self.lr = templates, max(steps, 1), lr
         self.start_stiffness, self.final_stiffness = start_stiffness, final_stiffness
-        self.budget = templates.budget(macs_reduction)
+        self.budget = templates.cost_model.budget(reduction)
         self.step, self.lam = 0, 0.0
+        self.cost: Tensor | None = None  # c_j of the last z-step (a latency cost moves with the widths)
         # the coupling's metric, E[(∂task/∂s)²] per entry, once the training loop has measured
         # it (`observe`); until then the effective scale (|s|·neighbour scale) is the metric,
         # and always without `use_fisher` (the seed thesis' plain HQS-L0)
@@ -183,7 +186,7 @@ class HqsL0:
 
     @torch.no_grad()
     def z_step(self) -> float:
-        """Find λ for the MAC target at the current μ, then set z by the exact hard threshold
+        """Find λ for the target at the current μ, then set z by the exact hard threshold
         on the scales in the coupling's metric; returns λ."""
         t = self.templates
         s = t.flat().detach().cpu()  # bookkeeping stays on the CPU
@@ -197,8 +200,9 @@ class HqsL0:
         def legal(keep: Tensor) -> Tensor:  # the templates' rules: none vanishes, rounded, ...
             return t.legal(keep, score)
 
-        self.lam = lambda_for_target(score, t.cost, self.mu, lambda keep: t.kept_macs(legal(keep)), self.budget)
-        self.by_score = hard_threshold(s, t.cost, self.lam, self.mu, metric) != 0  # before the rules
+        cost = self.cost = t.cost_model.per_entry(self.keep)  # at the widths the last z-step left
+        self.lam = lambda_for_target(score, cost, self.mu, lambda keep: t.cost_model.kept(legal(keep)), self.budget)
+        self.by_score = hard_threshold(s, cost, self.lam, self.mu, metric) != 0  # before the rules
         self.keep = legal(self.by_score)
         self.z = torch.where(self.keep, s, torch.zeros_like(s))
         return self.lam

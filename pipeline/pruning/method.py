@@ -52,7 +52,7 @@ class PruneContext:
     templates: Templates
     config: PruneCfg
     options: BaseModel
-    macs_reduction: float
+    reduction: float
     make_loader: Callable[[], DataLoader] | None = field(default=None, repr=False)
 
     @cached_property
@@ -86,6 +86,6 @@ class Method:
         return None
 
     def keep(self, ctx: PruneContext) -> Tensor:
-        """Per template entry, True to keep: the decision that meets `ctx.macs_reduction`;
+        """Per template entry, True to keep: the decision that meets `ctx.reduction`;
         also sets `decision_scores`, the per-entry score the decision was made on."""
         raise NotImplementedError

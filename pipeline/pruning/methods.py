@@ -77,7 +77,7 @@ class ImportanceMethod(Method):
 
     def keep(self, ctx: PruneContext) -> Tensor:
         self.decision_scores = importance_scores(ctx.model, ctx.templates, self.importance(ctx))
-        keep, self.decided_by_score = decide_by_score(ctx.templates, self.decision_scores, ctx.macs_reduction)
+        keep, self.decided_by_score = decide_by_score(ctx.templates, self.decision_scores, ctx.reduction)
         return keep
 
 
@@ -164,7 +164,7 @@ class HqsL0Method(Method):
         self.callback: HqsSparsifier | None = None
 
     def sparsifier(self, ctx: PruneContext) -> HqsSparsifier:
-        self.callback = HqsSparsifier(ctx.templates, ctx.macs_reduction, ctx.config.lr, self.options.final_stiffness,
+        self.callback = HqsSparsifier(ctx.templates, ctx.reduction, ctx.config.lr, self.options.final_stiffness,
                                       use_fisher=self.use_fisher)
         return self.callback
 
@@ -173,7 +173,7 @@ class HqsL0Method(Method):
             raise RuntimeError(f"{type(self).__name__}: train with its sparsifier before asking what to keep")
         hqs = self.callback.hqs
         # the z-step keeps an entry when score² > 2λc/μ: score/√c is the quantity it thresholds
-        self.decision_scores = hqs.score / hqs.templates.cost.sqrt()
+        self.decision_scores = hqs.score / hqs.cost.sqrt()
         self.decided_by_score = hqs.by_score
         return self.callback.keep()
 

@@ -19,6 +19,8 @@ from pipeline.errors import PipelineError
 from pipeline.losses import Distiller
 from pipeline.measure import macs_and_params
 from pipeline.module import SegmentationModule
+from pipeline.pruning.costs import Target
+from pipeline.pruning.latency_target import check_latency_reachable, latency_cost, latency_record
 from pipeline.pruning.method import PruneContext, calibration_loader
 from pipeline.pruning.methods import saliency_gap, tied_share
 from pipeline.pruning.registry import create_method
@@ -41,14 +43,16 @@ def sparsify_train_cfg(card: ModelCard, cfg: PruneCfg) -> TrainCfg:
                                     "early_stopping_patience": 0})
 
 
-def prune(dense: Path, data: Path, method: str, macs_reduction: float, cfg: PruneCfg, trainer: TrainerCfg,
-          seed: int, logs: Path, resume: ResumeStore | None = None
+def prune(dense: Path, data: Path, method: str, target: float | Target, cfg: PruneCfg, trainer: TrainerCfg,
+          seed: int, logs: Path, resume: ResumeStore | None = None, latency_table: Path | None = None
           ) -> tuple[nn.Module, ModelCard, dict[str, Any]] | None:
-    """Prune the model in `dense` by `method` until its MACs fall by `macs_reduction`.
+    """Prune the model in `dense` by `method` to `target`: a share of the MACs to remove (a
+    float), or a `Target` (latency ones predicted by the device table in `latency_table`).
 
     Returns (pruned model, its model card, the stage record), or None on DDP ranks other
     than 0 (they help train, rank 0 writes).
     """
+    target = target if isinstance(target, Target) else Target("macs_reduction", target)
     chosen = create_method(method, cfg.method_options(method))
     model, card = load_model(dense)
     if card.pruned_channels:
@@ -60,8 +64,14 @@ def prune(dense: Path, data: Path, method: str, macs_reduction: float, cfg: Prun
     L.seed_everything(seed, workers=True)
     templates = attach_templates(model, torch.zeros(1, 3, size, size))
     templates.round_to, templates.max_removed = cfg.round_to, cfg.max_layer_pruning
-    check_reachable(templates, macs_reduction)  # before any training: say which limit blocks the target
-    ctx = PruneContext(model, templates, cfg, chosen.options, macs_reduction,
+    reduction = target.value
+    if target.latency:  # before any training: say which limit blocks the target
+        templates.cost_model = latency_cost(templates, latency_table, target)
+        reduction = target.reduction(templates.cost_model.dense)
+        check_latency_reachable(templates.cost_model, templates, reduction, target)
+    else:
+        check_reachable(templates, reduction)
+    ctx = PruneContext(model, templates, cfg, chosen.options, reduction,
                        make_loader=lambda: calibration_loader(data, train, seed))
     sparsifier = chosen.sparsifier(ctx)
     lines = epoch_lines(trainer, f"{method} sparsify")
@@ -74,6 +84,7 @@ def prune(dense: Path, data: Path, method: str, macs_reduction: float, cfg: Prun
     decision_seconds = time.monotonic() - started  # data-driven scores: their calibration passes
     effective = templates.effective_scale() if chosen.trains else None
     removed = removed_channels(templates.split(keep))
+    predicted = templates.cost_model.kept(keep)  # before removal detaches the templates
     evaluation = SegmentationData(data, train)
 
     def score(net: nn.Module, with_templates: bool = False) -> float:
@@ -87,7 +98,9 @@ def prune(dense: Path, data: Path, method: str, macs_reduction: float, cfg: Prun
         masking["after_zeroing"] = score(model, with_templates=True)
     pruned = fold_and_remove(model, templates, templates.split(keep))
     macs, params = macs_and_params(pruned, size)
-    check_achieved(1 - macs / dense_macs, macs_reduction)
+    macs_reduction = target.value if not target.latency else round(1 - macs / dense_macs, 4)
+    if not target.latency:
+        check_achieved(1 - macs / dense_macs, macs_reduction)
     module = SegmentationModule(model_cfg.model_dump(), train.model_dump(), num_classes, model=pruned)
     after = raw = evaluate(module, evaluation, trainer)
     if chosen.recalibrate:  # the removed channels carried signal: the later BNs' statistics moved
@@ -108,7 +121,12 @@ def prune(dense: Path, data: Path, method: str, macs_reduction: float, cfg: Prun
                                                                                 chosen.decided_by_score),
         "tied_share": None if chosen.decision_scores is None else tied_share(chosen.decision_scores),
         "decision_seconds": decision_seconds,
+        "target": {"kind": target.kind, "value": target.value, "predicted": predicted,
+                   "unit": templates.cost_model.unit},
     }
+    if target.latency:
+        record["latency"] = latency_record(templates.cost_model, keep, reduction, target, pruned,
+                                           load_model(dense)[0], card)
     if masking is not None:
         masking["after_removal"] = score(pruned)
         record["masking"] = masking

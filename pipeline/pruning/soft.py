@@ -108,11 +108,11 @@ class SoftPruner(L.Callback):
         self,
         model: nn.Module,
         templates: Templates,
-        macs_reduction: float,
+        reduction: float,
         schedule: ResetToZero | GeometricDecay,
         duplicate_distance: float | None = None,
     ) -> None:
-        self.model, self.templates, self.macs_reduction = model, templates, macs_reduction
+        self.model, self.templates, self.reduction = model, templates, reduction
         self.schedule, self.duplicate_distance = schedule, duplicate_distance
         self.selection: tuple[Tensor, Tensor, Tensor] | None = None
         self.step_factors: dict[str, Tensor] = {}
@@ -143,7 +143,7 @@ class SoftPruner(L.Callback):
     def choose(self) -> tuple[Tensor, Tensor, Tensor]:
         """(keep, the scores decided on, the entries the score kept): the criterion of a
         selection, here the lowest filter norms (a subclass may choose otherwise, e.g. `tcfp`)."""
-        return select_by_norm(self.model, self.templates, self.macs_reduction, self.duplicate_distance)
+        return select_by_norm(self.model, self.templates, self.reduction, self.duplicate_distance)
 
     def _prepare_steps(self) -> None:
         per_step = self.schedule.per_step
@@ -183,7 +183,7 @@ class SfpMethod(Method):
     def sparsifier(self, ctx: PruneContext) -> SoftPruner:
         ctx.templates.requires_grad_(False)
         self.callback = SoftPruner(
-            ctx.model, ctx.templates, ctx.macs_reduction, self.schedule(), self.duplicate_distance()
+            ctx.model, ctx.templates, ctx.reduction, self.schedule(), self.duplicate_distance()
         )
         return self.callback
 

@@ -24,15 +24,15 @@ class HqsSparsifier(L.Callback):
     (λ for the MAC target, exact hard threshold) every few steps until SETTLE. `use_fisher`
     False: the seed thesis' plain metric (the effective scale), no gradient is observed."""
 
-    def __init__(self, templates: Templates, macs_reduction: float, lr: float, final_stiffness: float,
+    def __init__(self, templates: Templates, reduction: float, lr: float, final_stiffness: float,
                  use_fisher: bool = True) -> None:
-        self.args = templates, macs_reduction, lr, final_stiffness
+        self.args = templates, reduction, lr, final_stiffness
         self.use_fisher = use_fisher
         self.hqs: HqsL0 | None = None
 
     def _start(self, steps: int) -> None:
-        templates, macs_reduction, lr, final_stiffness = self.args
-        self.hqs = HqsL0(templates, macs_reduction, steps, lr, final_stiffness=final_stiffness,
+        templates, reduction, lr, final_stiffness = self.args
+        self.hqs = HqsL0(templates, reduction, steps, lr, final_stiffness=final_stiffness,
                          use_fisher=self.use_fisher)
         self.every = max(1, steps // Z_STEPS)
 

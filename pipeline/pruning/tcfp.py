@@ -103,19 +103,19 @@ def redundant_members(clusters: Tensor, norms: Tensor) -> Tensor:
     return redundant
 
 
-def first_pruning(templates: Templates, clusters: Tensor, norms: Tensor, macs_reduction: float) -> Tensor:
+def first_pruning(templates: Templates, clusters: Tensor, norms: Tensor, reduction: float) -> Tensor:
     """Per entry, True if the L2 pruning inside clusters removes it: the redundant members
     (`redundant_members`) with the lowest norms (normalised per group) go until the MACs fall
-    by `macs_reduction`, within the templates' rules. `clusters` are unique across groups."""
+    by `reduction`, within the templates' rules. `clusters` are unique across groups."""
     redundant = redundant_members(clusters, norms)
     scores = normalise_per_group(templates, norms)
     scores = torch.where(redundant, scores, scores + scores.max() + 1)  # the others never go first
-    keep, _ = decide_by_score(templates, scores, macs_reduction)
+    keep, _ = decide_by_score(templates, scores, reduction)
     return ~keep & redundant
 
 
 def cut_clusters(templates: Templates, clusters: Tensor, effect: Tensor, norms: Tensor, first: Tensor,
-                 macs_reduction: float) -> tuple[Tensor, Tensor, Tensor, float]:
+                 reduction: float) -> tuple[Tensor, Tensor, Tensor, float]:
     """(keep, per-entry normalised cluster effect, the entries that score kept, threshold):
     entries ordered by their cluster's `effect` normalised per group, then by their own norm
     normalised per group, the first-pruned ones before all; the cut in that order is the
@@ -129,7 +129,7 @@ def cut_clusters(templates: Templates, clusters: Tensor, effect: Tensor, norms: 
     order = order[torch.argsort(torch.where(first, -1.0, score)[order], stable=True)]
     rank = torch.empty(len(order))
     rank[order] = torch.arange(1, len(order) + 1, dtype=rank.dtype)
-    keep, by_score = decide_by_score(templates, rank, macs_reduction)
+    keep, by_score = decide_by_score(templates, rank, reduction)
     cut = ~by_score & alive
     return keep, score, by_score, float(score[cut].max()) if cut.any() else 0.0
 
@@ -141,9 +141,9 @@ class TcfpPruner(SoftPruner):
     device and clears them before the step, so the templates stay where they are and nothing
     is read back; a selection (before training, after every epoch) reads the sums once."""
 
-    def __init__(self, model: nn.Module, templates: Templates, macs_reduction: float, clusters: Tensor,
+    def __init__(self, model: nn.Module, templates: Templates, reduction: float, clusters: Tensor,
                  first: Tensor, calibration: DataLoader) -> None:
-        super().__init__(model, templates, macs_reduction, ResetToZero())
+        super().__init__(model, templates, reduction, ResetToZero())
         self.clusters, self.first, self.calibration = clusters, first, calibration
         self.count = int(clusters.max()) + 1 if len(clusters) else 0
         # per entry, its cluster's slot in the sums; the first-pruned share a spare last slot
@@ -194,7 +194,7 @@ class TcfpPruner(SoftPruner):
     def choose(self) -> tuple[Tensor, Tensor, Tensor]:
         norms = filter_norms(self.model, self.templates)
         keep, score, by_score, self.threshold = cut_clusters(
-            self.templates, self.clusters, self.loss_effect(), norms, self.first, self.macs_reduction)
+            self.templates, self.clusters, self.loss_effect(), norms, self.first, self.reduction)
         self.tied_share = tied_share(torch.stack([score, norms], 1))  # tied on both keys of the cut
         self.sums, self.batches = torch.zeros_like(self.sums), 0
         return keep, score, by_score
@@ -232,13 +232,13 @@ class TcfpMethod(SfpMethod):
             offset = int(parts[g.name].max()) + 1
         clusters = templates.join(parts).long()
         first = first_pruning(templates, clusters, filter_norms(model, templates),
-                              self.options.first_share * ctx.macs_reduction)
+                              self.options.first_share * ctx.reduction)
         with torch.no_grad():  # removed for good: exactly what removal will do, from now on
             for scale, gone in zip(templates.scales, templates.split(first).values(), strict=True):
                 scale[gone.to(scale.device)] = 0.0
         templates.requires_grad_(True)  # their gradients are the Taylor gates; never stepped
         self.calibration_seconds = time.perf_counter() - start
-        self.callback = TcfpPruner(model, templates, ctx.macs_reduction, clusters, first, ctx.calibration)
+        self.callback = TcfpPruner(model, templates, ctx.reduction, clusters, first, ctx.calibration)
         return self.callback
 
     def keep(self, ctx: PruneContext) -> Tensor:

@@ -31,6 +31,7 @@ import torch_pruning as tp
 from torch import Tensor, nn
 
 from pipeline.artifact import remove_channels
+from pipeline.pruning.costs import CostModel, MacCost
 
 _PASS_THROUGH = (tp.ops._ElementWiseOp, tp.ops._ConcatOp, tp.ops._SplitOp)  # ops that keep 0 at 0
 
@@ -112,6 +113,7 @@ class Templates(nn.Module):
                 maps[mem.name, mem.dim][mem.idx] = entries = g.offset + mem.root
                 if mem.dim == "out" and self._is_site(layer, outs):
                     self.sites.setdefault(mem.name, torch.full((layer.weight.shape[0],), n))[mem.idx] = entries
+        self.maps = {k: (maps[k, "in"], maps[k, "out"]) for k in hw}  # layer -> entry per (in, out) channel
         self.layers = [(*_coefficients(model.get_submodule(k), hw[k]), maps[k, "in"], maps[k, "out"]) for k in hw]
         # a site's magnitudes count relative to its mean at attach time: unit-free and fixed
         self.ref = {s: float(_magnitude(model.get_submodule(s)).mean()) or 1.0 for s in self.sites}
@@ -125,6 +127,8 @@ class Templates(nn.Module):
         self.segments = list({tuple((g.offset + m.root).tolist()) for g in groups for m in g.members if m.dim == "out"})
         self.dense_modelled = self.kept_macs(torch.ones(n, dtype=torch.bool))
         self.cost = self._cost_per_entry()
+        # what targets count: MACs unless the prune run sets a device's latency (pipeline/pruning/costs.py)
+        self.cost_model: CostModel = MacCost(self)
 
     def _is_site(self, layer: nn.Module, group_outs: set[nn.Module]) -> bool:
         """BNs always; convs unless all their output goes straight into BNs of the group."""
