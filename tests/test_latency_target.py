@@ -7,9 +7,9 @@ import torch
 from pipeline.errors import PipelineError
 from pipeline.latency.layers import ConvLayer, conv_layers
 from pipeline.latency.table import Prediction
-from pipeline.pruning.costs import LEAST_COST_MS, LatencyCost, Target
+from pipeline.pruning.costs import Target
 from pipeline.pruning.hqs_l0 import HqsL0, decide_by_score
-from pipeline.pruning.latency_target import check_latency_reachable, latency_cost
+from pipeline.pruning.latency_target import LEAST_COST_MS, LatencyCost, check_latency_reachable, latency_cost
 from pipeline.pruning.templates import attach_templates, fold_and_remove
 from tests.test_pruning import TinyNet
 

@@ -9,30 +9,20 @@ A cost model answers three questions about a keep set (one bool per template ent
 * `budget(reduction)`: the cost allowed once it falls by the share `reduction`.
 
 `MacCost` is the templates' own MAC model (it ignores the widths: a channel's MACs do not
-depend on which others are kept, to first order). `LatencyCost` predicts milliseconds from
-the device's latency table (pipeline/latency/table.py) over the model's convolutions at the
-table's size, plus the table's measured residual (what the table cannot see); an entry's
-cost is the predicted time saved when its group loses `step` channels at the current
-widths, so it moves as neighbouring layers shrink and is recomputed at every decision.
+depend on which others are kept, to first order). `latency_target.LatencyCost` predicts
+milliseconds from a device's latency table; it lives there so that the pruning core does
+not import the latency tooling.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import torch
-from torch import Tensor
-
-from pipeline.latency.layers import conv_layers
+from torch import Tensor, nn
 
 if TYPE_CHECKING:
-    from pipeline.latency.table import LatencyTable
     from pipeline.pruning.templates import Templates
-
-# an entry whose removal saves nothing (or, at a layout step, costs time) still gets a cost
-# above 0: the z-step divides by it, and a tiny cost keeps the entry (it buys nothing to drop)
-LEAST_COST_MS = 1e-6
 
 
 class CostModel(Protocol):
@@ -44,6 +34,15 @@ class CostModel(Protocol):
     def per_entry(self, keep: Tensor) -> Tensor: ...
 
     def budget(self, reduction: float) -> float: ...
+
+
+class TargetPlan(Protocol):
+    """How a prune run meets a target in another unit than MACs (latency_target.LatencyPlan):
+    given by the caller, so the pruning core does not import what that unit needs."""
+
+    def attach(self, templates: Templates, target: Target) -> float: ...
+
+    def record(self, keep: Tensor, pruned: nn.Module, dense: nn.Module, card: Any) -> dict[str, Any]: ...
 
 
 class MacCost:
@@ -63,63 +62,6 @@ class MacCost:
 
     def budget(self, reduction: float) -> float:
         return self.templates.budget(reduction)
-
-
-class LatencyCost:
-    """Predicted milliseconds of the model with a keep set, from a device's latency table."""
-
-    unit = "ms"
-
-    def __init__(self, templates: Templates, table: LatencyTable, residual_ms: float, step: int = 1) -> None:
-        self.templates, self.table, self.residual_ms, self.step = templates, table, residual_ms, max(step, 1)
-        self.layers = conv_layers(templates.model, *table.size)
-        n = templates.entries
-        # per layer, how many of its input / output channels each entry carries (column n: the
-        # channels never pruned), so widths(keep) is one matrix product; a depthwise conv's
-        # entries are filed on its output side only (Torch-Pruning's way), and c_in = c_out
-        self.ins = torch.stack([torch.bincount(templates.maps[layer.name][layer.shape.depthwise], minlength=n + 1)
-                                for layer in self.layers]).double()
-        self.outs = torch.stack([torch.bincount(templates.maps[layer.name][1], minlength=n + 1)
-                                 for layer in self.layers]).double()
-        everything = torch.ones(n, dtype=torch.bool)
-        self.dense = self.kept(everything)
-        self.dense_per_entry = self._per_entry(everything, fallback=None)
-
-    def widths(self, keep: Tensor) -> tuple[list[int], list[int]]:
-        """(c_in, c_out) of every convolution with only the `keep` entries."""
-        k = torch.cat([keep.double(), torch.ones(1, dtype=torch.float64)])
-        return (self.ins @ k).round().long().tolist(), (self.outs @ k).round().long().tolist()
-
-    def kept(self, keep: Tensor) -> float:
-        c_in, c_out = self.widths(keep)
-        layers = [dataclasses.replace(layer, c_in=i, c_out=o) for layer, i, o in zip(self.layers, c_in, c_out,
-                                                                                      strict=True)]
-        return self.table.predict(layers, self.residual_ms).total_ms
-
-    def per_entry(self, keep: Tensor) -> Tensor:
-        return self._per_entry(keep, fallback=self.dense_per_entry)
-
-    def _per_entry(self, keep: Tensor, fallback: Tensor | None) -> Tensor:
-        """Per entry: its group's predicted saving when `step` more of its kept entries go,
-        per entry removed. A group with one entry kept (the rules keep it) takes its cost from
-        `fallback` (the dense widths')."""
-        now = self.kept(keep)
-        cost = torch.full((self.templates.entries,), LEAST_COST_MS)
-        for group in self.templates.groups:
-            part = slice(group.offset, group.offset + group.size)
-            kept = keep[part].nonzero().flatten() + group.offset
-            count = min(self.step, len(kept) - 1)
-            if count < 1:
-                if fallback is not None:
-                    cost[part] = fallback[part]
-                continue
-            fewer = keep.clone()
-            fewer[kept[:count]] = False  # which ones does not matter: widths only count them
-            cost[part] = max((now - self.kept(fewer)) / count, LEAST_COST_MS)
-        return cost
-
-    def budget(self, reduction: float) -> float:
-        return self.dense * (1 - reduction)
 
 
 KINDS = ("macs_reduction", "latency_reduction", "latency_ms")

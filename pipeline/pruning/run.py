@@ -19,8 +19,7 @@ from pipeline.errors import PipelineError
 from pipeline.losses import Distiller
 from pipeline.measure import macs_and_params
 from pipeline.module import SegmentationModule
-from pipeline.pruning.costs import Target
-from pipeline.pruning.latency_target import check_latency_reachable, latency_cost, latency_record
+from pipeline.pruning.costs import Target, TargetPlan
 from pipeline.pruning.method import PruneContext, calibration_loader
 from pipeline.pruning.methods import saliency_gap, tied_share
 from pipeline.pruning.registry import create_method
@@ -44,10 +43,11 @@ def sparsify_train_cfg(card: ModelCard, cfg: PruneCfg) -> TrainCfg:
 
 
 def prune(dense: Path, data: Path, method: str, target: float | Target, cfg: PruneCfg, trainer: TrainerCfg,
-          seed: int, logs: Path, resume: ResumeStore | None = None, latency_table: Path | None = None
+          seed: int, logs: Path, resume: ResumeStore | None = None, plan: TargetPlan | None = None
           ) -> tuple[nn.Module, ModelCard, dict[str, Any]] | None:
     """Prune the model in `dense` by `method` to `target`: a share of the MACs to remove (a
-    float), or a `Target` (latency ones predicted by the device table in `latency_table`).
+    float), or a `Target` (a latency target needs the `plan` that predicts latency,
+    `latency_target.LatencyPlan`).
 
     Returns (pruned model, its model card, the stage record), or None on DDP ranks other
     than 0 (they help train, rank 0 writes).
@@ -66,9 +66,10 @@ def prune(dense: Path, data: Path, method: str, target: float | Target, cfg: Pru
     templates.round_to, templates.max_removed = cfg.round_to, cfg.max_layer_pruning
     reduction = target.value
     if target.latency:  # before any training: say which limit blocks the target
-        templates.cost_model = latency_cost(templates, latency_table, target)
-        reduction = target.reduction(templates.cost_model.dense)
-        check_latency_reachable(templates.cost_model, templates, reduction, target)
+        if plan is None:
+            raise PipelineError(f"prune: a {target.kind} target needs --latency-table: a folder written by "
+                                f"pipeline.latency.layers and timed on the device by deploy/time_layers.py")
+        reduction = plan.attach(templates, target)  # sets templates.cost_model
     else:
         check_reachable(templates, reduction)
     ctx = PruneContext(model, templates, cfg, chosen.options, reduction,
@@ -125,8 +126,7 @@ def prune(dense: Path, data: Path, method: str, target: float | Target, cfg: Pru
                    "unit": templates.cost_model.unit},
     }
     if target.latency:
-        record["latency"] = latency_record(templates.cost_model, keep, reduction, target, pruned,
-                                           load_model(dense)[0], card)
+        record["latency"] = plan.record(keep, pruned, load_model(dense)[0], card)
     if masking is not None:
         masking["after_removal"] = score(pruned)
         record["masking"] = masking

@@ -20,6 +20,7 @@ from pipeline.artifact import save_model, write_json
 from pipeline.errors import PipelineError
 from pipeline.params import load_sections
 from pipeline.pruning.costs import KINDS, Target
+from pipeline.pruning.latency_target import LatencyPlan
 from pipeline.pruning.registry import method_names
 from pipeline.pruning.run import prune
 from pipeline.selection import SCORE
@@ -65,8 +66,8 @@ def main(argv: list[str] | None = None) -> None:
         base, trainer, cfg = sections
         target = chosen_target(args)
         resume = resume_store(args.resume_dir, f"prune-{args.method}-{target.kind}-{target.value}", *sections)
-        done = prune(args.model, args.data, args.method, target, cfg, trainer, base.seed, args.logs, resume,
-                     args.latency_table)
+        plan = LatencyPlan(args.latency_table) if target.latency else None
+        done = prune(args.model, args.data, args.method, target, cfg, trainer, base.seed, args.logs, resume, plan)
         if done is None:  # a DDP rank other than 0: rank 0 writes the outputs
             return
         pruned, card, record = done
