@@ -25,9 +25,11 @@ import onnxruntime as ort
 
 
 def session(path: str, threads: int) -> ort.InferenceSession:
-    """A CPU session with a fixed number of intra-op threads."""
+    """A CPU session with a fixed number of intra-op threads that do not spin when idle:
+    interleaved, an idle session's spinning threads would take the cores from the running one."""
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 

@@ -232,6 +232,19 @@ def test_device_script_times_files_and_writes_the_fingerprint(tmp_path):
     assert fingerprint["threads"] == 1 and fingerprint["cpu"]
 
 
+@pytest.mark.parametrize("script", ["time_layers", "onnx_latency"])
+def test_device_scripts_sessions_do_not_spin(script, tmp_path):
+    """Interleaved, an idle session's spinning threads take the cores from the running one."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(script, ROOT / "deploy" / f"{script}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    onnx.save(context_model(8, 16, 16), str(tmp_path / "c.onnx"))
+    options = module.session(tmp_path / "c.onnx" if script == "time_layers" else str(tmp_path / "c.onnx"), 2)
+    assert options.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
 def test_device_script_needs_only_numpy_and_onnxruntime():
     tree = ast.parse((ROOT / "deploy" / "time_layers.py").read_text())
     imported = {
