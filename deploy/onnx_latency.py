@@ -25,9 +25,11 @@ import onnxruntime as ort
 
 
 def session(path: str, threads: int) -> ort.InferenceSession:
-    """A CPU session with a fixed number of intra-op threads."""
+    """A CPU session with a fixed number of intra-op threads that do not spin when idle:
+    interleaved, an idle session's spinning threads would take the cores from the running one."""
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
@@ -46,6 +48,35 @@ def device() -> str:
     return f"{cpu} ({os.cpu_count()} cores), ONNX Runtime {ort.__version__}"
 
 
+def time_models(paths: list[str], size: tuple[int, int], threads: int, warmup: int, rounds: int
+                ) -> list[list[float]]:
+    """Per model, its ms in each round: every model runs once per round (batch 1, one fixed
+    random input), the order rotating, after `warmup` untimed runs each."""
+    x = np.random.default_rng(0).standard_normal((1, 3, *size)).astype(np.float32)
+    runs = []
+    for path in paths:
+        s = session(path, threads)
+        feed = {s.get_inputs()[0].name: x}
+        runs.append(lambda s=s, feed=feed: s.run(None, feed))
+    for run in runs:
+        for _ in range(warmup):
+            run()
+    times = [[] for _ in runs]
+    for r in range(rounds):
+        order = list(range(len(runs)))
+        order = order[r % len(runs):] + order[:r % len(runs)]
+        for i in order:
+            start = time.perf_counter()
+            runs[i]()
+            times[i].append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def speedup(reference: list[float], mine: list[float]) -> float:
+    """Median over rounds of the paired ratio reference time / this model's time."""
+    return statistics.median(ref / t for ref, t in zip(reference, mine, strict=True))
+
+
 def main() -> None:
     """Time the models; print median and 90th-percentile ms and speed-ups."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -56,31 +87,15 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=5, help="untimed runs per model first (default: 5)")
     p.add_argument("--rounds", type=int, default=30, help="timed runs per model (default: 30)")
     args = p.parse_args()
-    x = np.random.default_rng(0).standard_normal((1, 3, *args.size)).astype(np.float32)
-    runs = []
     for path in args.models:
-        s = session(path, args.threads)
-        feed = {s.get_inputs()[0].name: x}
-        runs.append(lambda s=s, feed=feed: s.run(None, feed))
-        meta = s.get_modelmeta().custom_metadata_map
+        meta = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
         print(f"{path}: opset {meta.get('opset', '?')}, threshold {meta.get('threshold', '?')}")
-    for run in runs:
-        for _ in range(args.warmup):
-            run()
-    times = [[] for _ in runs]
-    for r in range(args.rounds):
-        order = list(range(len(runs)))
-        order = order[r % len(runs):] + order[:r % len(runs)]
-        for i in order:
-            start = time.perf_counter()
-            runs[i]()
-            times[i].append((time.perf_counter() - start) * 1000)
+    times = time_models(args.models, tuple(args.size), args.threads, args.warmup, args.rounds)
     print(f"batch 1, {args.size[0]}x{args.size[1]}, {args.threads} threads, {args.rounds} interleaved rounds "
           f"on {device()}")
     for path, t in zip(args.models, times, strict=True):
-        speedup = statistics.median(ref / mine for ref, mine in zip(times[0], t, strict=True))
         print(f"{path}: median {statistics.median(t):.1f} ms, p90 {np.percentile(t, 90):.1f} ms, "
-              f"speed-up over {args.models[0]} {speedup:.2f}x")
+              f"speed-up over {args.models[0]} {speedup(times[0], t):.2f}x")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ each round runs every file of a chunk once, the order rotating, so load from oth
 processes hits them alike. Files are timed in chunks of --chunk (only one chunk's
 sessions are open at a time, to bound memory); a file's time is its median over rounds.
 The output JSON holds the device fingerprint (CPU model, AVX512-VNNI, threads, onnxruntime
-version, load average before and after) and the median ms of every file.
+version, load average before and after) and the median ms of every file. Sessions do not
+spin (`session`), nor do onnx_latency.py's: time whole models with it to compare.
 """
 
 from __future__ import annotations
@@ -70,9 +71,13 @@ def load_average() -> float | None:
 
 def session(path: Path, threads: int) -> ort.InferenceSession:
     """A CPU session with a fixed number of intra-op threads and all graph optimisations
-    (the NCHWc layout transformer among them), as deployments run."""
+    (the NCHWc layout transformer among them), as deployments run. Its threads do not spin
+    when idle: with a chunk of sessions open and run in turn, every session's pool would
+    otherwise keep spinning after its run and take the cores from the next one (a whole
+    model interleaved with 30 small files ran 25 times slower on a 2-core VM)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 

@@ -40,22 +40,24 @@ def onnx_metadata(card: ModelCard, opset: int) -> dict[str, str]:
     }
 
 
-def export_onnx(model: nn.Module, card: ModelCard | dict[str, Any], path: Path, height: int, width: int,
-                opset: int = OPSET) -> None:
-    """Write `model` as ONNX (batch, height and width dynamic) with its card's metadata, atomically."""
+def export_onnx(model: nn.Module, card: ModelCard | dict[str, Any] | None, path: Path, height: int, width: int,
+                opset: int = OPSET, dynamic: bool = True) -> None:
+    """Write `model` as ONNX with its card's metadata (none if `card` is None), atomically.
+    Batch, height and width are dynamic, or with `dynamic=False` fixed at 1 x 3 x height x
+    width (the latency table times static files: pipeline/latency/files.py)."""
     import onnx
 
-    card = card if isinstance(card, ModelCard) else ModelCard.model_validate(card)
+    card = card if card is None or isinstance(card, ModelCard) else ModelCard.model_validate(card)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    dynamic = {0: "batch", 2: "height", 3: "width"}
+    axes = {0: "batch", 2: "height", 3: "width"}
     with warnings.catch_warnings():  # the TorchScript exporter is deprecated but needs no extra packages
         warnings.simplefilter("ignore")
         torch.onnx.export(model.eval().cpu(), (torch.zeros(1, 3, height, width),), str(tmp), opset_version=opset,
                           input_names=[INPUT], output_names=[OUTPUT], dynamo=False,
-                          dynamic_axes={INPUT: dynamic, OUTPUT: dynamic})
+                          dynamic_axes={INPUT: axes, OUTPUT: axes} if dynamic else None)
     proto = onnx.load(str(tmp))
-    for key, value in onnx_metadata(card, opset).items():
+    for key, value in (onnx_metadata(card, opset) if card is not None else {}).items():
         proto.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(proto)
     onnx.save(proto, str(tmp))

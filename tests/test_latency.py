@@ -16,8 +16,9 @@ import torch
 from torch import nn
 
 from pipeline.config import ModelCfg
-from pipeline.latency.files import MANIFEST, context_model, layer_model, write_files
-from pipeline.latency.layers import conv_layers
+from pipeline.errors import PipelineError
+from pipeline.latency.files import MANIFEST, MODEL, context_model, layer_model, write_files
+from pipeline.latency.layers import ConvLayer, conv_layers
 from pipeline.latency.table import LatencyTable, check, residual_ms
 from pipeline.models import create_model
 from tests.conftest import ROOT
@@ -43,8 +44,12 @@ def planted_cost(key: str, c_in: int, c_out: int) -> float:
     return (0.0 if "_dw_" in key else a * c_in * c_out) + b * c_in + c * c_out + d
 
 
+UNSEEN_MS = 3.0  # what the planted whole model costs beyond its convolutions
+
+
 def planted_timings(manifest: dict, seed: int = 0) -> dict:
-    """Device timings whose layer files cost planted_cost plus half of each (random) context."""
+    """Device timings whose layer files cost planted_cost plus half of each (random) context,
+    and whose whole model (if any) costs its layers' planted_cost plus UNSEEN_MS."""
     rng = np.random.default_rng(seed)
     files = manifest["files"]
     times = {name: float(rng.uniform(0.1, 2.0)) for name, spec in files.items() if spec["kind"] == "context"}
@@ -52,6 +57,9 @@ def planted_timings(manifest: dict, seed: int = 0) -> dict:
         if spec["kind"] == "layer":
             context = sum(times[c] for c in spec["contexts"]) / 2
             times[name] = planted_cost(spec["key"], spec["c_in"], spec["c_out"]) + context
+        elif spec["kind"] == "model":
+            layers = [ConvLayer.from_dict(layer) for layer in manifest["layers"]]
+            times[name] = sum(planted_cost(la.shape.key(), la.c_in, la.c_out) for la in layers) + UNSEEN_MS
     return {"fingerprint": {"cpu": "planted"}, "times_ms": times}
 
 
@@ -89,6 +97,53 @@ def test_check_reports_zero_error_when_the_residual_is_what_the_table_misses(sma
     assert all(abs(row["relative_error"]) < 1e-9 for row in report.values())
     wrong = check(table, dense, measured(dense) + 2, {"8-16": (models["8-16"], measured(models["8-16"]))})
     assert wrong["8-16"]["relative_error"] == pytest.approx(2 / measured(models["8-16"]))
+
+
+@pytest.fixture(scope="module")
+def folder_with_model(tmp_path_factory):
+    """Small's files written with the whole model, and its manifest."""
+    folder = tmp_path_factory.mktemp("with_model")
+    torch.manual_seed(0)
+    model = Small()
+    manifest = write_files(conv_layers(model, 32, 48), folder, 8, 0.25, [32, 48], "Small", model=model)
+    return folder, manifest
+
+
+def test_files_hold_the_whole_model_static_at_the_table_size(folder_with_model):
+    folder, manifest = folder_with_model
+    assert manifest["files"][MODEL] == {"kind": "model"}
+    graph = onnx.load(str(folder / MODEL)).graph
+    dims = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 3, 32, 48]
+
+
+def test_residual_is_the_measured_model_less_the_table_sum_of_its_layers(folder_with_model):
+    _, manifest = folder_with_model
+    timings = planted_timings(manifest)
+    table = LatencyTable.from_timings(manifest, timings)
+    assert table.residual_ms() == pytest.approx(UNSEEN_MS, rel=1e-9)
+    assert table.size == (32, 48) and len(table.layers) == 4
+    timings["times_ms"][MODEL] += 0.5  # a slower whole model: all of it is residual
+    assert LatencyTable.from_timings(manifest, timings).residual_ms() == pytest.approx(UNSEEN_MS + 0.5, rel=1e-9)
+    without = {**manifest, "files": {n: s for n, s in manifest["files"].items() if s["kind"] != "model"}}
+    with pytest.raises(PipelineError, match=f"the timings hold no {MODEL}"):
+        LatencyTable.from_timings(without, planted_timings(without)).residual_ms()
+
+
+def test_from_folder_reads_manifest_and_timings_or_names_the_missing_file(folder_with_model, tmp_path):
+    folder, manifest = folder_with_model
+    with pytest.raises(PipelineError, match=r"timings\.json: missing"):
+        LatencyTable.from_folder(folder)
+    (folder / "timings.json").write_text(json.dumps(planted_timings(manifest)))
+    try:
+        table = LatencyTable.from_folder(folder)
+    finally:
+        (folder / "timings.json").unlink()
+    assert table.residual_ms() == pytest.approx(UNSEEN_MS, rel=1e-9) and table.fingerprint == {"cpu": "planted"}
+    prediction = table.predict(conv_layers(Small(8, 16), 32, 48), table.residual_ms())
+    assert prediction.residual_ms == pytest.approx(UNSEEN_MS) and prediction.off_grid == 0
+    with pytest.raises(PipelineError, match=r"manifest\.json: missing"):
+        LatencyTable.from_folder(tmp_path)
 
 
 @pytest.fixture(scope="module")
@@ -177,6 +232,19 @@ def test_device_script_times_files_and_writes_the_fingerprint(tmp_path):
     assert fingerprint["threads"] == 1 and fingerprint["cpu"]
 
 
+@pytest.mark.parametrize("script", ["time_layers", "onnx_latency"])
+def test_device_scripts_sessions_do_not_spin(script, tmp_path):
+    """Interleaved, an idle session's spinning threads take the cores from the running one."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(script, ROOT / "deploy" / f"{script}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    onnx.save(context_model(8, 16, 16), str(tmp_path / "c.onnx"))
+    options = module.session(tmp_path / "c.onnx" if script == "time_layers" else str(tmp_path / "c.onnx"), 2)
+    assert options.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
 def test_device_script_needs_only_numpy_and_onnxruntime():
     tree = ast.parse((ROOT / "deploy" / "time_layers.py").read_text())
     imported = {
@@ -238,5 +306,11 @@ def test_commands_write_the_files_and_predict_a_model_folder(tiny_unet, params, 
             "--measured",
             str(cost + 4),
         ]
+    )
+    assert "error +0.0%, 0 layers off the grid" in capsys.readouterr().out
+    assert manifest["files"][MODEL] == {"kind": "model"}
+    table.main(  # no --dense-ms: the residual comes from the timed model.onnx (planted: UNSEEN_MS)
+        ["--files", str(files), "--timings", str(tmp_path / "timings.json"), "--model", str(tmp_path / "model"),
+         "--measured", str(cost + UNSEEN_MS)]
     )
     assert "error +0.0%, 0 layers off the grid" in capsys.readouterr().out

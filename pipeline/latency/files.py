@@ -18,6 +18,10 @@ within the difference of ReorderInput and ReorderOutput of one tensor, no bounda
 reorders). The neighbour is assumed laid out by the shared width: when the neighbour's
 other width alone makes it plain, the table misses (or double counts) that edge's reorder.
 
+With a model given, the folder also holds it whole, `model.onnx` (static 1 x 3 x H x W
+at the table's size, kind "model" in the manifest): timed on the device in the same run
+as the layers, it gives the residual, what the table cannot see (pipeline/latency/table.py).
+
 Weights are ConstantOfShape nodes, which ONNX Runtime folds into initializers before it
 fuses and lays out the graph, so a file is a few hundred bytes whatever its widths.
 fp32 convolution time does not depend on the weights' values.
@@ -39,6 +43,7 @@ from pipeline.latency.layers import ConvLayer, ConvShape
 OPSET = 17
 INPUT, OUTPUT = "x", "y"
 MANIFEST = "manifest.json"
+MODEL = "model.onnx"  # the whole model the layers came from
 
 
 def width_axis(dense: int, step: int, min_fraction: float, fixed: bool) -> list[int]:
@@ -166,9 +171,16 @@ def context_file(channels: int, height: int, width: int) -> str:
 
 
 def write_files(
-    layers: list[ConvLayer], out: Path, step: int, min_fraction: float, size: list[int], source: str
+    layers: list[ConvLayer],
+    out: Path,
+    step: int,
+    min_fraction: float,
+    size: list[int],
+    source: str,
+    model: Any = None,
 ) -> dict[str, Any]:
-    """Write every layer file, context file and `out`/manifest.json; return the manifest."""
+    """Write every layer file, context file and `out`/manifest.json; return the manifest.
+    With `model` (the nn.Module the layers came from), also `out`/model.onnx, static at `size`."""
     import onnx
 
     if step < 1 or not 0 < min_fraction <= 1:
@@ -176,6 +188,11 @@ def write_files(
     out.mkdir(parents=True, exist_ok=True)
     shapes = {layer.shape.key(): layer.shape for layer in layers}
     files: dict[str, dict[str, Any]] = {}
+    if model is not None:
+        from pipeline.export import export_onnx
+
+        export_onnx(model, None, out / MODEL, *size, opset=OPSET, dynamic=False)
+        files[MODEL] = {"kind": "model"}
     for key, (ins, outs) in shape_axes(layers, step, min_fraction).items():
         shape = shapes[key]
         for c_in, c_out in grid_points(shape, ins, outs):

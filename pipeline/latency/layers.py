@@ -9,8 +9,9 @@ and both widths of a grouped, not depthwise, convolution.
     python -m pipeline.latency.layers --model checkpoints/final/hqs_l0-0.5 --out latency/files
     python -m pipeline.latency.layers --params params.yaml --size 384 544 --out latency/files
 
-writes one small ONNX file per layer shape and width pair (pipeline/latency/files.py) and
-a manifest.json; copy the folder and deploy/time_layers.py to the device and time them there.
+writes one small ONNX file per layer shape and width pair (pipeline/latency/files.py), the
+whole model as model.onnx (its time gives the residual) and a manifest.json; copy the
+folder and deploy/time_layers.py to the device and time them there.
 """
 
 from __future__ import annotations
@@ -170,19 +171,22 @@ def conv_layers(model: nn.Module, height: int, width: int) -> list[ConvLayer]:
     return layers
 
 
-def load_layers(model_folder: Path | None, params: Path | None, height: int, width: int) -> tuple[list[ConvLayer], str]:
+def load_layers(
+    model_folder: Path | None, params: Path | None, height: int, width: int
+) -> tuple[list[ConvLayer], str, nn.Module]:
     """The layers of a model folder (pruned or not), or of the dense model params.yaml's
-    `model` section builds; and a description of the source."""
+    `model` section builds; a description of the source; and the model."""
     if model_folder is not None:
         from pipeline.artifact import load_model
 
         model, _ = load_model(model_folder)
-        return conv_layers(model, height, width), str(model_folder)
+        return conv_layers(model, height, width), str(model_folder), model
     from pipeline.models import create_model
     from pipeline.params import load_sections
 
     (cfg,) = load_sections(params, "model")
-    return conv_layers(create_model(cfg), height, width), f"{params}: model {cfg.arch}-{cfg.encoder} (dense)"
+    model = create_model(cfg)
+    return conv_layers(model, height, width), f"{params}: model {cfg.arch}-{cfg.encoder} (dense)", model
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -223,14 +227,14 @@ def main(argv: list[str] | None = None) -> None:
         p.error("--out is required (or --list to only print the layers)")
 
     def body() -> None:
-        layers, source_name = load_layers(args.model, args.params, *args.size)
+        layers, source_name, model = load_layers(args.model, args.params, *args.size)
         if args.list:
             for layer in layers:
                 print(f"{layer.name}: {layer.c_in} -> {layer.c_out}  {layer.shape.key()}")
             return
-        manifest = write_files(layers, args.out, args.step, args.min_fraction, args.size, source_name)
+        manifest = write_files(layers, args.out, args.step, args.min_fraction, args.size, source_name, model)
         print(
-            f"{args.out}: {len(manifest['files'])} ONNX files for {len(layers)} convolutions "
+            f"{args.out}: {len(manifest['files'])} ONNX files (model.onnx among them) for {len(layers)} convolutions "
             f"({len({layer.shape.key() for layer in layers})} shapes) at {args.size[0]}x{args.size[1]}"
         )
 

@@ -5,7 +5,9 @@ timings (deploy/time_layers.py). An entry is a layer file's median time less hal
 each of its two context files' (files.py says why). A model's predicted latency is the
 sum of its convolutions' entries plus a per-model residual: the measured latency of the
 dense model minus the table's sum for it, i.e. everything the table cannot see
-(upsampling, concatenation, residual additions, the graph's own input and output).
+(upsampling, concatenation, residual additions, the graph's own input and output). The
+dense model is timed on the device in the same run as the layers (the files folder's
+model.onnx), so `LatencyTable.from_folder(folder).residual_ms()` needs nothing else.
 
 Between grid widths an entry is interpolated bilinearly in (c_in, c_out) from the four
 surrounding grid points (linearly beyond the grid's ends). That is exact for any cost of
@@ -24,8 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.latency.files import MANIFEST
+from pipeline.errors import PipelineError
+from pipeline.latency.files import MANIFEST, MODEL
 from pipeline.latency.layers import ConvLayer
+
+TIMINGS = "timings.json"  # deploy/time_layers.py's default output in the files folder
 
 
 @dataclass(frozen=True)
@@ -49,10 +54,19 @@ def _bracket(axis: list[int], value: int) -> tuple[int, int, float]:
 
 
 class LatencyTable:
-    """Entries (ms) per shape key and (c_in, c_out), with the device fingerprint."""
+    """Entries (ms) per shape key and (c_in, c_out), with the device fingerprint; from a
+    manifest also its model's layers, evaluation size (H, W) and measured whole-model ms."""
 
-    def __init__(self, entries: dict[str, dict[tuple[int, int], float]], fingerprint: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        entries: dict[str, dict[tuple[int, int], float]],
+        fingerprint: dict[str, Any],
+        layers: list[ConvLayer] | None = None,
+        model_ms: float | None = None,
+        size: tuple[int, int] | None = None,
+    ) -> None:
         self.entries, self.fingerprint = entries, fingerprint
+        self.layers, self.model_ms, self.size = layers or [], model_ms, size
         self.axes = {
             key: (sorted({ci for ci, _ in points}), sorted({co for _, co in points})) for key, points in entries.items()
         }
@@ -69,12 +83,35 @@ class LatencyTable:
             if spec["kind"] == "layer":
                 context = sum(times[c] for c in spec["contexts"]) / 2
                 entries.setdefault(spec["key"], {})[(spec["c_in"], spec["c_out"])] = times[name] - context
-        return cls(entries, timings.get("fingerprint", {}))
+        model_ms = next((times[n] for n, spec in manifest["files"].items() if spec["kind"] == "model"), None)
+        layers = [ConvLayer.from_dict(layer) for layer in manifest.get("layers", [])]
+        size = tuple(manifest["size"]) if "size" in manifest else None
+        return cls(entries, timings.get("fingerprint", {}), layers, model_ms, size)
 
     @classmethod
     def load(cls, folder: Path, timings: Path) -> LatencyTable:
         """The table of a files folder (its manifest.json) and a timings JSON."""
+        for path in (folder / MANIFEST, timings):
+            if not path.exists():
+                raise PipelineError(
+                    f"{path}: missing (pipeline.latency.layers writes the manifest, deploy/time_layers.py the timings)"
+                )
         return cls.from_timings(json.loads((folder / MANIFEST).read_text()), json.loads(timings.read_text()))
+
+    @classmethod
+    def from_folder(cls, folder: Path) -> LatencyTable:
+        """The table of a files folder holding both its manifest.json and the device's timings.json."""
+        return cls.load(Path(folder), Path(folder) / TIMINGS)
+
+    def residual_ms(self) -> float:
+        """What the table cannot see: the measured whole model (model.onnx, timed with the
+        layers) minus the table's sum over the manifest's layers."""
+        if self.model_ms is None:
+            raise PipelineError(
+                f"the timings hold no {MODEL}: write the files with pipeline.latency.layers "
+                "(it exports the model) and time them again, or give the dense model's ms"
+            )
+        return self.model_ms - self.predict(self.layers).table_ms
 
     def layer_ms(self, layer: ConvLayer) -> tuple[float, bool]:
         """(entry in ms, whether it was a grid point) of one layer at its current widths."""
@@ -140,14 +177,17 @@ def main(argv: list[str] | None = None) -> None:
 
     p = argparse.ArgumentParser(
         description="Predicted latency of model folders from the device table, the residual taken from the model "
-        "the files were written for (its manifest layers) and its measured latency.\n\n"
-        "    python -m pipeline.latency.table --files latency/files --timings timings.json --dense-ms 144.3 \\\n"
+        "the files were written for (its manifest layers) and its measured latency: its model.onnx timed with the "
+        "layers, or --dense-ms.\n\n"
+        "    python -m pipeline.latency.table --files latency/files \\\n"
         "        --model checkpoints/final/hqs_l0-0.5 --measured 77.2",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--files", type=Path, required=True, help="folder written by pipeline.latency.layers")
-    p.add_argument("--timings", type=Path, required=True, help="JSON written by deploy/time_layers.py")
-    p.add_argument("--dense-ms", type=float, required=True, help="measured latency of the files' model (ms)")
+    p.add_argument("--timings", type=Path, help="JSON written by deploy/time_layers.py (default: <files>/timings.json)")
+    p.add_argument(
+        "--dense-ms", type=float, help="measured latency of the files' model (ms; default: its model.onnx's timing)"
+    )
     p.add_argument("--model", type=Path, nargs="+", required=True, help="model folders to predict")
     p.add_argument("--measured", type=float, nargs="+", help="their measured latencies (ms), in the same order")
     args = p.parse_args(argv)
@@ -158,15 +198,16 @@ def main(argv: list[str] | None = None) -> None:
         from pipeline.artifact import load_model
         from pipeline.latency.layers import conv_layers
 
-        manifest = json.loads((args.files / MANIFEST).read_text())
-        table = LatencyTable.from_timings(manifest, json.loads(args.timings.read_text()))
-        dense = [ConvLayer.from_dict(layer) for layer in manifest["layers"]]
+        table = LatencyTable.load(args.files, args.timings or args.files / TIMINGS)
+        if args.dense_ms is None:
+            table.residual_ms()  # one line if the timings hold no model.onnx
+        dense_ms = table.model_ms if args.dense_ms is None else args.dense_ms
         measured = args.measured or [float("nan")] * len(args.model)
         models = {
-            str(path): (conv_layers(load_model(path)[0], *manifest["size"]), ms)
+            str(path): (conv_layers(load_model(path)[0], *table.size), ms)
             for path, ms in zip(args.model, measured, strict=True)
         }
-        for name, row in check(table, dense, args.dense_ms, models).items():
+        for name, row in check(table, table.layers, dense_ms, models).items():
             print(
                 f"{name}: predicted {row['predicted_ms']:.1f} ms, measured {row['measured_ms']:.1f} ms, "
                 f"error {row['relative_error']:+.1%}, {row['off_grid']} layers off the grid"
