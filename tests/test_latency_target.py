@@ -131,3 +131,62 @@ def test_bad_targets_are_refused(kind, value):
 def test_a_latency_ms_target_is_the_share_of_the_dense_prediction():
     assert Target("latency_ms", 30.0).reduction(120.0) == pytest.approx(0.75)
     assert Target("latency_reduction", 0.5).reduction(120.0) == 0.5
+
+
+def planted_table(model: torch.nn.Module, folder, size: int = 64) -> None:
+    """A table folder for `model` whose timings are planted, far below real ones: c_in·c_out·
+    pixels for a layer file, a constant for a context file, their sum plus 1 µs for the whole
+    model; timed, it
+    says, on this machine with one thread (so the pruned model is measured here too)."""
+    import json
+
+    from pipeline.latency.files import write_files
+    from pipeline.machine import cpu_name
+
+    layers = conv_layers(model, size, size)
+    manifest = write_files(layers, folder, 16, 0.25, [size, size], "tiny", model=model)
+    times = {}
+    for name, spec in manifest["files"].items():
+        if spec["kind"] == "layer":
+            h, w = (size, size)
+            times[name] = 1e-12 * spec["c_in"] * spec["c_out"] * h * w + 1e-6  # + both contexts' halves
+        elif spec["kind"] == "context":
+            times[name] = 1e-6
+    dense = sum(1e-12 * layer.c_in * layer.c_out * size * size for layer in layers)
+    times[next(n for n, s in manifest["files"].items() if s["kind"] == "model")] = dense + 1e-3
+    (folder / "timings.json").write_text(json.dumps({"fingerprint": {"cpu": cpu_name(), "threads": 1},
+                                                     "times_ms": times}))
+
+
+def test_prune_meets_a_latency_target_through_a_table_folder_and_warns_on_a_measured_shortfall(
+        tmp_path, tiny_data, params, caplog):
+    from pipeline.artifact import load_model, save_model
+    from pipeline.config import ModelCfg, PruneCfg, TrainCfg, TrainerCfg
+    from pipeline.latency.table import LatencyTable
+    from pipeline.models import create_model
+    from pipeline.pruning.latency_target import LatencyPlan
+    from pipeline.pruning.run import prune
+
+    cfg = ModelCfg.model_validate(params["model"])
+    torch.manual_seed(0)
+    dense = tmp_path / "dense"
+    save_model(create_model(cfg), dense, {"model": cfg.model_dump(), "num_classes": 2, "threshold": 0.5,
+                                          "cost_size": 64, "metrics": {"val/iou": 0.0},
+                                          "train": TrainCfg.model_validate(params["train"]).model_dump()})
+    planted_table(load_model(dense)[0], tmp_path / "table")
+    trainer = TrainerCfg.model_validate(params["trainer"])
+    with caplog.at_level("WARNING"):
+        pruned, card, record = prune(dense, tiny_data, "magnitude", Target("latency_reduction", 0.5),
+                                     PruneCfg(epochs=1), trainer, 0, tmp_path / "logs",
+                                     plan=LatencyPlan(tmp_path / "table"))
+    latency = record["latency"]
+    table = LatencyTable.from_folder(tmp_path / "table")
+    assert latency["budget_ms"] == pytest.approx(0.5 * latency["dense_predicted_ms"])
+    assert latency["dense_predicted_ms"] == pytest.approx(table.model_ms)  # the residual makes dense exact
+    assert latency["predicted_ms"] <= latency["budget_ms"]
+    again = table.predict(conv_layers(pruned, 64, 64), table.residual_ms()).total_ms  # the pruned model itself
+    assert again == pytest.approx(latency["predicted_ms"])
+    # planted milliseconds are far below real ones: the measurement misses the budget, and says so
+    assert latency["measured_ms"] > latency["budget_ms"]
+    assert any("over the" in r.getMessage() and "target" in r.getMessage() for r in caplog.records)
+    assert card.macs_reduction == record["macs_reduction"] == pytest.approx(record["achieved_reduction"], abs=1e-4)
