@@ -43,6 +43,9 @@ class BenchCfg(Strict):
     macs_reductions: list[float] = Field(default_factory=lambda: [0.5, 0.75])
     within: float = Field(0.01, gt=0)  # "recovered": val score within this of the dense model's
     tune: dict[str, dict[str, list[float]]] = Field(default_factory=dict)  # method -> option -> values tried
+    # extra arms of a method with other settings, common prune keys or its own options (issue 15's
+    # round_to study: hqs_l0: [{round_to: 8}, {round_to: 16}]); every seed and target
+    variants: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
     tune_seed: int = 0
     tune_target: float = 0.75
     bootstrap: int = Field(4999, ge=100)
@@ -50,11 +53,12 @@ class BenchCfg(Strict):
 
     @model_validator(mode="after")
     def _known_methods(self) -> BenchCfg:
-        for name in [*self.methods, *self.tune]:
+        for name in [*self.methods, *self.tune, *self.variants]:
             check_method(name)
-        unknown = set(self.tune) - set(self.methods)
-        if unknown:
-            raise ValueError(f"bench.tune names methods not in bench.methods: {', '.join(sorted(unknown))}")
+        for key in ("tune", "variants"):
+            unknown = set(getattr(self, key)) - set(self.methods)
+            if unknown:
+                raise ValueError(f"bench.{key} names methods not in bench.methods: {', '.join(sorted(unknown))}")
         return self
 
 
@@ -105,15 +109,19 @@ class Benchmark:
         suffix = "".join(f"-{key}{value:g}" for key, value in sorted((options or {}).items()))
         name = f"seed{seed}/{method}-{target}{suffix}"
         inputs = self.inputs("bench.pruned", dense["model_hash"], (*DENSE_SECTIONS, "prune", "finetune"),
-                             self.prune_cfg(method, options).method_options(method), method, target, seed,
-                             self.bench.within)
+                             self.prune_cfg(method, options).model_dump(), method, target, seed, self.bench.within)
         inputs["code"] = code_hash("bench.pruned", METHODS[method].partition(":")[0])
         return name, inputs, self.work / name / "final"
 
     def prune_cfg(self, method: str, options: dict[str, Any] | None) -> PruneCfg:
-        """The preset's prune section, with `options` for `method`'s block if given."""
+        """The preset's prune section with `options`: common prune keys (e.g. round_to) set,
+        the others into `method`'s block."""
         cfg: PruneCfg = self.sections["prune"]
-        return PruneCfg.model_validate({**cfg.model_dump(), method: options}) if options else cfg
+        if not options:
+            return cfg
+        common = {k: v for k, v in options.items() if k in PruneCfg.model_fields}
+        own = {k: v for k, v in options.items() if k not in common}
+        return PruneCfg.model_validate({**cfg.model_dump(), **common, **({method: own} if own else {})})
 
     # --- running them ------------------------------------------------------------------------
 
@@ -205,6 +213,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--methods", nargs="+", choices=method_names(), help="override bench.methods")
     p.add_argument("--macs-reductions", type=float, nargs="+", help="override bench.macs_reductions")
     p.add_argument("--dense-only", action="store_true", help="only the dense models and the controls")
+    p.add_argument("--no-control", action="store_true", help="skip the controls (e.g. a study of one method)")
+    p.add_argument("--no-bsds", action="store_true", help="skip the BSDS scorings")
     p.add_argument("--summary-only", action="store_true", help="only re-aggregate the current records")
     p.add_argument("--workers", type=int, default=1,
                    help="processes for a seed's runs once its dense model exists (OMP_NUM_THREADS=1: one per core)")
@@ -212,6 +222,8 @@ def main(argv: list[str] | None = None) -> None:
     bench, sections = load_config(args.config)
     bench = bench.model_copy(update={k: v for k, v in {"seeds": args.seeds, "methods": args.methods,
                                                           "macs_reductions": args.macs_reductions}.items() if v})
+    if args.no_bsds:
+        bench = bench.model_copy(update={"bsds": False})
     source = (ROOT / sections["prepare"].root).resolve()
     if not source.exists():
         sys.exit(f"skipped: the PLDU data is not at {source} (put PLD-UAV's PLDU folder there)")
@@ -225,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.summary_only:
         from bench.schedule import run_all
 
-        run_all(b, args.dense_only, args.workers)
+        run_all(b, args.dense_only, args.workers, control=not args.no_control)
     from bench.summary import write_summary
 
     write_summary(b, args.out, args.config)

@@ -24,29 +24,39 @@ Job = tuple[str, int, tuple]  # (kind: control | pruned | bsds, seed, what)
 _worker: Benchmark | None = None  # a worker process's own Benchmark
 
 
-def run_all(b: Benchmark, dense_only: bool = False, workers: int = 1) -> None:
-    """Every record of the preset, seed by seed (see the module docstring), BSDS included."""
+def run_all(b: Benchmark, dense_only: bool = False, workers: int = 1, control: bool = True) -> None:
+    """Every record of the preset, seed by seed (see the module docstring), BSDS included
+    (unless `bench.bsds` is off); the controls unless `control` is False."""
     dense_of: dict[int, dict[str, Any]] = {}
     for seed in b.bench.seeds:
         dense_of[seed] = b.dense(seed)
         if dense_only:
             run_jobs(b, [("control", seed, ())], workers)
             continue
-        if b.bench.tune_seed not in dense_of:
+        tuning = any(method in b.bench.tune for method in b.bench.methods)
+        if (tuning or b.bench.bsds) and b.bench.tune_seed not in dense_of:  # its runs choose for every seed
             dense_of[b.bench.tune_seed] = b.dense(b.bench.tune_seed)
         run_jobs(b, tuning_jobs(b), workers)
         tuned = {method: b.tuned_options(method, dense_of) for method in b.bench.methods}
-        arms = [("pruned", seed, (method, target, tuned[method]))
-                for target in sorted(b.bench.macs_reductions, reverse=True) for method in b.bench.methods]
-        run_jobs(b, [("control", seed, ()), *arms], workers)
+        arms = [("pruned", seed, (method, target, options))
+                for target in sorted(b.bench.macs_reductions, reverse=True) for method in b.bench.methods
+                for options in arm_options(b, method, tuned[method])]
+        run_jobs(b, [*([("control", seed, ())] if control else []), *arms], workers)
         if b.bench.bsds:
             run_jobs(b, [("bsds", seed, (arm, tuned)) for arm, _ in bsds_arms(b, seed, tuned)], workers)
 
 
+def arm_options(b: Benchmark, method: str, tuned: dict[str, Any] | None) -> list[dict[str, Any] | None]:
+    """The options of `method`'s arms: its tuned ones, then each of its variants on top."""
+    return [tuned, *({**(tuned or {}), **variant} for variant in b.bench.variants.get(method, []))]
+
+
 def tuning_jobs(b: Benchmark) -> list[Job]:
-    """The tuning seed's runs at the tuning target, one per value of each tuned option."""
+    """The tuning seed's runs at the tuning target, one per value of each tuned option (of
+    the methods this run covers)."""
     return [("pruned", b.bench.tune_seed, (method, b.bench.tune_target, {key: value}))
-            for method, grid in b.bench.tune.items() for key, values in grid.items() for value in values]
+            for method, grid in b.bench.tune.items() if method in b.bench.methods
+            for key, values in grid.items() for value in values]
 
 
 def run_jobs(b: Benchmark, jobs: list[Job], workers: int) -> None:

@@ -29,6 +29,23 @@ def test_the_preset_validates():
     assert set(bench.tune) == {"bn_l1", "group_l2"} and sections["train"].epochs >= 100  # early stopping ends it
 
 
+def test_a_variant_sets_common_prune_keys_and_is_an_arm_of_its_own(tmp_path):
+    from bench.pldu import Benchmark
+    from bench.schedule import arm_options
+
+    bench, sections = load_config(ROOT / "bench" / "pldu.yaml")
+    (tmp_path / "data").mkdir()
+    b = Benchmark(bench, sections, tmp_path / "data", tmp_path / "work", tmp_path / "records")
+    cfg = b.prune_cfg("bn_l1", {"round_to": 8, "reg": 1e-4})
+    assert cfg.round_to == 8 and cfg.method_options("bn_l1")["reg"] == 1e-4
+    assert b.prune_cfg("hqs_l0", None).round_to is None
+    dense = {"model_hash": "0" * 16}
+    plain, variant = (b.pruned_spec(0, dense, "hqs_l0", 0.5, o) for o in (None, {"round_to": 8}))
+    assert variant[0] == "seed0/hqs_l0-0.5-round_to8" and plain[1]["config"] != variant[1]["config"]
+    assert arm_options(b, "hqs_l0", None) == [None, {"round_to": 8}, {"round_to": 16}]
+    assert arm_options(b, "bn_l1", {"reg": 1e-4}) == [{"reg": 1e-4}]
+
+
 def test_steps_to_recover():
     curve = [(9, 0.30), (19, 0.36), (29, 0.41)]
     assert steps_to_recover(0.2, curve, 0.35) == 20
