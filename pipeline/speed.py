@@ -45,6 +45,8 @@ def onnx_runner(path: Path, height: int, width: int, threads: int) -> Runner:
 
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    # interleaved, an idle session's spinning threads would take the cores from the running one
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     feed = {session.get_inputs()[0].name: np.zeros((1, 3, height, width), np.float32)}
     return lambda: session.run(None, feed)
