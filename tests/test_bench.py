@@ -182,3 +182,18 @@ def test_summary_of_no_records_is_empty_not_an_error():
     found = {"dense": {}, "runs": [], "tuned": {}, "tuning": [], "missing": ["seed0/dense"], "bsds": {}}
     summary = summarise(found, n_resamples=199)
     assert summary["rows"] == [] and summary["missing"] == ["seed0/dense"]
+
+
+def test_the_round_to_default_is_the_fastest_within_half_a_point_of_null_on_val():
+    from bench.round_to import choose
+
+    def row(target, round_to, ms, val_vs_null=None):
+        return {"macs_reduction": target, "round_to": round_to, "median_ms": ms,
+                **({} if val_vs_null is None else {"val_vs_null": val_vs_null})}
+
+    rows = [row(0.5, None, 80), row(0.5, 8, 70, -0.002), row(0.5, 16, 60, -0.004),
+            row(0.75, None, 50), row(0.75, 8, 45, -0.001), row(0.75, 16, 40, -0.008)]
+    assert choose(rows)["round_to"] == 8  # 16 is faster but loses 0.8 point at -75 %
+    rows[-1]["val_vs_null"] = -0.004
+    assert choose(rows)["round_to"] == 16
+    assert choose([row(0.5, None, 80), row(0.5, 8, 90, 0.0)])["round_to"] is None  # rounding made it slower
