@@ -314,3 +314,19 @@ def test_commands_write_the_files_and_predict_a_model_folder(tiny_unet, params, 
          "--measured", str(cost + UNSEEN_MS)]
     )
     assert "error +0.0%, 0 layers off the grid" in capsys.readouterr().out
+
+
+def test_bench_check_passes_only_with_five_models_all_within_the_tolerance():
+    from bench.latency_table import verdict
+
+    def row(error: float, off_grid: int) -> dict:
+        return {"relative_error": error, "off_grid": off_grid, "within_tolerance": abs(error) <= 0.1}
+
+    rows = {f"m{i}": row(0.05 * (-1) ** i, i % 2 * 3) for i in range(5)}
+    result = verdict(rows, 0.1)
+    assert result["passed"]
+    assert result["groups"]["on_grid"]["models"] == 3 and result["groups"]["off_grid"]["models"] == 2
+    assert result["groups"]["off_grid"]["max_abs_error"] == pytest.approx(0.05)
+    assert not verdict({**rows, "slow": row(-0.12, 0)}, 0.1)["passed"]  # one miss fails the check
+    assert verdict({**rows, "slow": row(-0.12, 0)}, 0.1)["groups"]["on_grid"]["within"] == 3
+    assert not verdict(dict(list(rows.items())[:4]), 0.1)["passed"]  # fewer than 5 models
