@@ -20,6 +20,8 @@ what is current, re-runs what changed, and rewrites pldu.{json,md} from current 
 from __future__ import annotations
 
 import argparse
+import functools
+import json
 import sys
 import time
 from pathlib import Path
@@ -30,6 +32,8 @@ from pydantic import Field, model_validator
 from bench.records import ROOT, RecordStore, code_hash, config_hash, folder_hash, load_bench_config, weights_hash
 from pipeline.config import PruneCfg, Strict
 from pipeline.data.prepare import prepare
+from pipeline.pruning.costs import Target
+from pipeline.pruning.latency_target import LatencyPlan
 from pipeline.pruning.registry import METHODS, check_method, method_names
 from pipeline.selection import failed
 
@@ -46,6 +50,12 @@ class BenchCfg(Strict):
     # extra arms of a method with other settings, common prune keys or its own options (issue 15's
     # round_to study: hqs_l0: [{round_to: 8}, {round_to: 16}]); every seed and target
     variants: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
+    # issue 15: arms pruned to a share of the dense model's predicted latency (the table's residual
+    # makes that the measured one) through the device table in `latency_table` (a folder holding
+    # manifest.json and this machine's timings.json, relative to the repository)
+    latency_targets: list[float] = Field(default_factory=list)
+    latency_methods: list[str] = Field(default_factory=list)
+    latency_table: str | None = None
     tune_seed: int = 0
     tune_target: float = 0.75
     bootstrap: int = Field(4999, ge=100)
@@ -53,9 +63,11 @@ class BenchCfg(Strict):
 
     @model_validator(mode="after")
     def _known_methods(self) -> BenchCfg:
-        for name in [*self.methods, *self.tune, *self.variants]:
+        for name in [*self.methods, *self.tune, *self.variants, *self.latency_methods]:
             check_method(name)
-        for key in ("tune", "variants"):
+        if self.latency_targets and not (self.latency_methods and self.latency_table):
+            raise ValueError("bench.latency_targets need bench.latency_methods and bench.latency_table")
+        for key in ("tune", "variants", "latency_methods"):
             unknown = set(getattr(self, key)) - set(self.methods)
             if unknown:
                 raise ValueError(f"bench.{key} names methods not in bench.methods: {', '.join(sorted(unknown))}")
@@ -104,14 +116,30 @@ class Benchmark:
         inputs = self.inputs("bench.dense", dense["model_hash"], (*DENSE_SECTIONS, "prune", "finetune"), seed)
         return f"seed{seed}/control", inputs, self.work / f"seed{seed}" / "control" / "model"
 
-    def pruned_spec(self, seed: int, dense: dict[str, Any], method: str, target: float,
+    def pruned_spec(self, seed: int, dense: dict[str, Any], method: str, target: float | Target,
                     options: dict[str, Any] | None = None) -> tuple[str, dict[str, str], Path]:
+        """A pruned arm: a MAC target (a float) or a `Target` (a latency one: the table's
+        contents are then among its inputs)."""
         suffix = "".join(f"-{key}{value:g}" for key, value in sorted((options or {}).items()))
-        name = f"seed{seed}/{method}-{target}{suffix}"
+        latency = isinstance(target, Target)
+        label = f"{target.kind.split('_')[0]}{target.value:g}" if latency else target
+        name = f"seed{seed}/{method}-{label}{suffix}"
+        key = [target.kind, target.value, self.table_hash()] if latency else target
         inputs = self.inputs("bench.pruned", dense["model_hash"], (*DENSE_SECTIONS, "prune", "finetune"),
-                             self.prune_cfg(method, options).model_dump(), method, target, seed, self.bench.within)
-        inputs["code"] = code_hash("bench.pruned", METHODS[method].partition(":")[0])
+                             self.prune_cfg(method, options).model_dump(), method, key, seed, self.bench.within)
+        inputs["code"] = code_hash("bench.pruned", METHODS[method].partition(":")[0],
+                                   *(["pipeline.pruning.latency_target"] if latency else []))
         return name, inputs, self.work / name / "final"
+
+    @functools.cache  # noqa: B019 - one Benchmark per process, the table does not change under it
+    def table_hash(self) -> str:
+        """sha256 of the latency table's manifest and timings (what a latency arm decides on)."""
+        folder = ROOT / str(self.bench.latency_table)
+        return config_hash([json.loads((folder / name).read_text()) for name in ("manifest.json", "timings.json")])
+
+    def plan(self, target: float | Target) -> LatencyPlan | None:
+        """What a latency arm prunes through (None for a MAC arm)."""
+        return LatencyPlan(ROOT / str(self.bench.latency_table)) if isinstance(target, Target) else None
 
     def prune_cfg(self, method: str, options: dict[str, Any] | None) -> PruneCfg:
         """The preset's prune section with `options`: common prune keys (e.g. round_to) set,
@@ -144,7 +172,7 @@ class Benchmark:
         return self._run(name, inputs, model,
                          lambda: control_run(self.sections, self.data, dense_model, model.parent, seed), need_model)
 
-    def pruned(self, seed: int, method: str, target: float, options: dict[str, Any] | None = None,
+    def pruned(self, seed: int, method: str, target: float | Target, options: dict[str, Any] | None = None,
                need_model: bool = False) -> dict[str, Any]:
         """One pruned run (the dense model is trained again only if the run must)."""
         from bench.pruned import pruned_run
@@ -157,7 +185,7 @@ class Benchmark:
         return self._run(name, inputs, model,
                          lambda: pruned_run(self.sections, self.data, self.dense_spec(seed)[2], model.parent, seed,
                                             method, target, self.prune_cfg(method, options), dense["val_score"],
-                                            self.bench.within), need_model)
+                                            self.bench.within, self.plan(target)), need_model)
 
     def tuned_options(self, method: str, dense_of: dict[int, dict[str, Any]]) -> dict[str, Any] | None:
         """The method's option value picked by val score on the tuning seed and target, from

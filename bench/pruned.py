@@ -13,6 +13,7 @@ from bench.dense import training_macs
 from pipeline.artifact import save_model
 from pipeline.config import FinetuneCfg, PruneCfg, TrainCfg, TrainerCfg
 from pipeline.curves import dvclive_curve
+from pipeline.pruning.costs import Target, TargetPlan
 from pipeline.pruning.run import finetune, prune
 from pipeline.scoring import split_counts
 from pipeline.selection import SCORE
@@ -26,13 +27,16 @@ def steps_to_recover(after_removal: float, curve: list[tuple[int, float]], goal:
 
 
 def pruned_run(sections: dict[str, Any], data: Path, dense_folder: Path, folder: Path, seed: int, method: str,
-               target: float, prune_cfg: PruneCfg, dense_score: float, within: float) -> dict[str, Any]:
-    """Prune `dense_folder`'s model by `method` to `target`, fine-tune, score; models go to
-    folder/pruned and folder/final. `prune_cfg` may carry tuned options of the method."""
+               target: float | Target, prune_cfg: PruneCfg, dense_score: float, within: float,
+               plan: TargetPlan | None = None) -> dict[str, Any]:
+    """Prune `dense_folder`'s model by `method` to `target` (a MAC share, or a latency
+    `Target` met through `plan`), fine-tune, score; models go to folder/pruned and
+    folder/final. `prune_cfg` may carry tuned options of the method."""
     trainer: TrainerCfg = sections["trainer"]
     finetune_cfg: FinetuneCfg = sections["finetune"]
     started = time.time()
-    pruned, card, record = prune(dense_folder, data, method, target, prune_cfg, trainer, seed, folder / "prune-logs")
+    pruned, card, record = prune(dense_folder, data, method, target, prune_cfg, trainer, seed, folder / "prune-logs",
+                                 plan=plan)
     after_counts = split_counts(pruned, data, card.threshold)
     save_model(pruned, folder / "pruned", card)
     model, final_card, final = finetune(folder / "pruned", dense_folder, data, finetune_cfg, trainer, seed,
@@ -47,7 +51,8 @@ def pruned_run(sections: dict[str, Any], data: Path, dense_folder: Path, folder:
     after_score = record["after_removal"][SCORE]
     body = scored_final(final, model, data, logs)
     return {
-        "arm": "pruned", "seed": seed, "method": method, "macs_reduction": target,
+        "arm": "pruned", "seed": seed, "method": method, "macs_reduction": record["macs_reduction"],
+        "target": record["target"], "latency": record.get("latency"),
         "options": prune_cfg.method_options(method),
         "achieved_reduction": record["achieved_reduction"], "gmacs": record["pruned"]["gmacs"],
         "mparams": record["pruned"]["mparams"],

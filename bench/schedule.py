@@ -15,6 +15,7 @@ import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from pipeline.pruning.costs import Target
 from pipeline.selection import failed
 
 if TYPE_CHECKING:
@@ -41,6 +42,8 @@ def run_all(b: Benchmark, dense_only: bool = False, workers: int = 1, control: b
         arms = [("pruned", seed, (method, target, options))
                 for target in sorted(b.bench.macs_reductions, reverse=True) for method in b.bench.methods
                 for options in arm_options(b, method, tuned[method])]
+        arms += [("pruned", seed, (method, Target("latency_reduction", share), tuned[method]))
+                 for share in b.bench.latency_targets for method in b.bench.latency_methods]
         run_jobs(b, [*([("control", seed, ())] if control else []), *arms], workers)
         if b.bench.bsds:
             run_jobs(b, [("bsds", seed, (arm, tuned)) for arm, _ in bsds_arms(b, seed, tuned)], workers)

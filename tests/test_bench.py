@@ -46,6 +46,28 @@ def test_a_variant_sets_common_prune_keys_and_is_an_arm_of_its_own(tmp_path):
     assert arm_options(b, "bn_l1", {"reg": 1e-4}) == [{"reg": 1e-4}]
 
 
+def test_a_latency_arm_is_keyed_by_its_target_the_table_and_the_latency_code(tmp_path):
+    from bench.pldu import Benchmark
+    from pipeline.pruning.costs import Target
+
+    (tmp_path / "table").mkdir()
+    for name, content in (("manifest.json", {"layers": []}), ("timings.json", {"times_ms": {"a": 1.0}})):
+        (tmp_path / "table" / name).write_text(json.dumps(content))
+    bench, sections = load_config(ROOT / "bench" / "pldu.yaml")
+    bench = bench.model_copy(update={"latency_targets": [0.5], "latency_methods": ["hqs_l0"],
+                                     "latency_table": str(tmp_path / "table")})
+    (tmp_path / "data").mkdir()
+    dense = {"model_hash": "0" * 16}
+    b = Benchmark(bench, sections, tmp_path / "data", tmp_path / "work", tmp_path / "records")
+    name, inputs, _ = b.pruned_spec(0, dense, "hqs_l0", Target("latency_reduction", 0.5))
+    mac_name, mac_inputs, _ = b.pruned_spec(0, dense, "hqs_l0", 0.5)
+    assert name == "seed0/hqs_l0-latency0.5" and inputs["code"] != mac_inputs["code"]
+    assert b.plan(Target("latency_reduction", 0.5)) is not None and b.plan(0.5) is None
+    (tmp_path / "table" / "timings.json").write_text(json.dumps({"times_ms": {"a": 2.0}}))  # re-timed
+    again = Benchmark(bench, sections, tmp_path / "data", tmp_path / "work", tmp_path / "records")
+    assert again.pruned_spec(0, dense, "hqs_l0", Target("latency_reduction", 0.5))[1]["config"] != inputs["config"]
+
+
 def test_steps_to_recover():
     curve = [(9, 0.30), (19, 0.36), (29, 0.41)]
     assert steps_to_recover(0.2, curve, 0.35) == 20
