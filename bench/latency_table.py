@@ -58,7 +58,8 @@ def prune_on_grid(dense: Path, arm: str, step: int, out: Path) -> Path:
     from pipeline.config import PruneCfg
     from pipeline.pruning.method import PruneContext
     from pipeline.pruning.registry import create_method
-    from pipeline.pruning.templates import attach_templates, fold_and_remove, removed_channels
+    from pipeline.pruning.removal import fold_and_remove, removed_channels
+    from pipeline.pruning.templates import attach_templates
 
     method, target = arm.rsplit("-", 1)
     cfg = PruneCfg(round_to=step)

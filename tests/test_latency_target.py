@@ -10,7 +10,8 @@ from pipeline.latency.table import Prediction
 from pipeline.pruning.costs import Target
 from pipeline.pruning.hqs_l0 import HqsL0, decide_by_score
 from pipeline.pruning.latency_target import LEAST_COST_MS, LatencyCost, check_latency_reachable, latency_cost
-from pipeline.pruning.templates import attach_templates, fold_and_remove
+from pipeline.pruning.removal import fold_and_remove
+from pipeline.pruning.templates import attach_templates
 from tests.test_pruning import TinyNet
 
 SIZE = 16

@@ -28,8 +28,9 @@ from pipeline.pruning.methods import (
     tied_share,
 )
 from pipeline.pruning.registry import check_method, create_method, method_class, method_names
+from pipeline.pruning.removal import fold_and_remove
 from pipeline.pruning.run import prune as run_prune
-from pipeline.pruning.templates import attach_templates, fold_and_remove
+from pipeline.pruning.templates import attach_templates
 from pipeline.stages import finetune, prune
 from tests.test_pruning import SIZE, TinyNet, smp_model
 

@@ -12,7 +12,8 @@ from pipeline.config import ModelCfg
 from pipeline.measure import macs_and_params
 from pipeline.models import create_model
 from pipeline.pruning.hqs_l0 import HqsL0, geometric, hard_threshold, lambda_for_target, proximal
-from pipeline.pruning.templates import Templates, attach_templates, fold_and_remove, removed_channels, round_keep
+from pipeline.pruning.removal import fold_and_remove, removed_channels
+from pipeline.pruning.templates import Templates, attach_templates, round_keep
 
 SIZE = 64
 NARROW = {  # narrow decoders keep the smp models fast; FPN's GroupNorm needs multiples of 32

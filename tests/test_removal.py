@@ -15,9 +15,9 @@ from pipeline.config import ModelCfg, TrainCfg, TrainerCfg
 from pipeline.data.datamodule import SegmentationData
 from pipeline.errors import PipelineError
 from pipeline.models import create_model
-from pipeline.pruning.removal import check_achieved, check_reachable, recalibrate_bn, zero_dropped
+from pipeline.pruning.removal import check_achieved, check_reachable, fold_and_remove, recalibrate_bn, zero_dropped
 from pipeline.pruning.sparsifiers import HqsSparsifier
-from pipeline.pruning.templates import attach_templates, fold_and_remove
+from pipeline.pruning.templates import attach_templates
 from pipeline.stages import prune
 from pipeline.train import fit
 

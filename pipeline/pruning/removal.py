@@ -1,4 +1,5 @@
-"""Keeping removal honest: what `run.prune` does around `fold_and_remove`.
+"""Removing channels, and keeping removal honest: `fold_and_remove` turns a template-masked
+model into a smaller plain one, and `run.prune` does this around it:
 
 * A MAC target the templates' rules cannot reach stops before any training, naming the
   limit that blocks it (`check_reachable`), and a decision that falls short is refused
@@ -19,6 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim.swa_utils import update_bn
 
+from pipeline.artifact import remove_channels
 from pipeline.config import TrainCfg, TrainerCfg
 from pipeline.data.datamodule import SegmentationData
 from pipeline.errors import PipelineError
@@ -112,3 +114,19 @@ def recalibrate_bn(model: nn.Module, data: Path, train: TrainCfg, seed: int, tra
     home = next(model.parameters()).device
     update_bn((batch["image"] for batch in loader), model.to(device), device)
     model.to(home)
+
+
+def fold_and_remove(model: nn.Module, templates: Templates, keep: dict[str, Tensor]) -> nn.Module:
+    """Fold the templates into the weights, remove the hooks, then physically remove the
+    channels with keep=False (made legal by `Templates.legal`) through Torch-Pruning's dependency groups.
+    `model` is changed in place and returned: a plain smp model with fewer channels."""
+    if templates.model is not model:
+        raise ValueError("these templates are attached to another model")
+    keep = templates.split(templates.legal(templates.join(keep), templates.effective_scale()))
+    templates.fold()
+    return remove_channels(model, removed_channels(keep), templates.dg)  # folding left the graph as it was
+
+
+def removed_channels(keep: dict[str, Tensor]) -> dict[str, list[int]]:
+    """{group root: channel indices to remove}, the channel configuration a pruned model is saved with."""
+    return {name: (~mask).nonzero().flatten().tolist() for name, mask in keep.items() if not mask.all()}

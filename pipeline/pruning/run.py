@@ -23,8 +23,16 @@ from pipeline.pruning.costs import Target, TargetPlan
 from pipeline.pruning.method import PruneContext, calibration_loader
 from pipeline.pruning.methods import saliency_gap, tied_share
 from pipeline.pruning.registry import create_method
-from pipeline.pruning.removal import check_achieved, check_reachable, recalibrate_bn, val_score, zero_dropped
-from pipeline.pruning.templates import attach_templates, fold_and_remove, removed_channels
+from pipeline.pruning.removal import (
+    check_achieved,
+    check_reachable,
+    fold_and_remove,
+    recalibrate_bn,
+    removed_channels,
+    val_score,
+    zero_dropped,
+)
+from pipeline.pruning.templates import attach_templates
 from pipeline.resume import ResumeStore
 from pipeline.train import evaluate, fit
 

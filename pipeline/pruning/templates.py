@@ -10,7 +10,7 @@ group. Templates multiply feature maps only where folding them back is exact:
   depthwise half of a separable conv, FPN's lateral convs): W←s·W, b←s·b.
 
 An entry at 0 zeroes its channel everywhere downstream (ReLU, add, concat, pooling and
-resizing map 0 to 0), so removing the channel changes nothing: `fold_and_remove` turns the
+resizing map 0 to 0), so removing the channel changes nothing: `removal.fold_and_remove` turns the
 template-masked model into a smaller plain one with the same outputs.
 
 Never pruned: `ignored_layers` and the segmentation head's outputs; groups holding a
@@ -30,7 +30,6 @@ import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 
-from pipeline.artifact import remove_channels
 from pipeline.pruning.costs import CostModel, MacCost
 
 _PASS_THROUGH = (tp.ops._ElementWiseOp, tp.ops._ConcatOp, tp.ops._SplitOp)  # ops that keep 0 at 0
@@ -292,19 +291,3 @@ def round_keep(keep: Tensor, scores: Tensor, sizes: Sequence[int], round_to: int
             part[torch.where(part, math.inf, scores[start : start + size].float()).topk(want).indices] = True
         start += size
     return keep
-
-
-def fold_and_remove(model: nn.Module, templates: Templates, keep: dict[str, Tensor]) -> nn.Module:
-    """Fold the templates into the weights, remove the hooks, then physically remove the
-    channels with keep=False (made legal by `Templates.legal`) through Torch-Pruning's dependency groups.
-    `model` is changed in place and returned: a plain smp model with fewer channels."""
-    if templates.model is not model:
-        raise ValueError("these templates are attached to another model")
-    keep = templates.split(templates.legal(templates.join(keep), templates.effective_scale()))
-    templates.fold()
-    return remove_channels(model, removed_channels(keep), templates.dg)  # folding left the graph as it was
-
-
-def removed_channels(keep: dict[str, Tensor]) -> dict[str, list[int]]:
-    """{group root: channel indices to remove}, the channel configuration a pruned model is saved with."""
-    return {name: (~mask).nonzero().flatten().tolist() for name, mask in keep.items() if not mask.all()}
