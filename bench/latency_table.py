@@ -45,8 +45,12 @@ def deploy_module(name: str) -> ModuleType:
 
 
 def model_name(folder: Path) -> str:
-    """A pruned model's name: its run folder's for .../<arm>/final, else the folder's own."""
-    return folder.parent.name if folder.name in ("final", "model") else folder.name
+    """A pruned model's name: its run folder's for .../<arm>/final (with the seed folder's,
+    .../seed<N>/<arm>/final: arms of several seeds), else the folder's own."""
+    if folder.name not in ("final", "model"):
+        return folder.name
+    run = folder.parent
+    return f"{run.parent.name}/{run.name}" if run.parent.name.startswith("seed") else run.name
 
 
 def prune_on_grid(dense: Path, arm: str, step: int, out: Path) -> Path:
