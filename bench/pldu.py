@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
+from bench.device_table import table_folder, table_hash
 from bench.records import ROOT, RecordStore, code_hash, config_hash, folder_hash, load_bench_config, weights_hash
 from pipeline.config import PruneCfg, Strict
 from pipeline.data.prepare import prepare
@@ -51,11 +51,10 @@ class BenchCfg(Strict):
     # round_to study: hqs_l0: [{round_to: 8}, {round_to: 16}]); every seed and target
     variants: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
     # issue 15: arms pruned to a share of the dense model's predicted latency (the table's residual
-    # makes that the measured one) through the device table in `latency_table` (a folder holding
-    # manifest.json and this machine's timings.json, relative to the repository)
+    # makes that the measured one) through this machine's device table (bench/device_table.py)
     latency_targets: list[float] = Field(default_factory=list)
     latency_methods: list[str] = Field(default_factory=list)
-    latency_table: str | None = None
+    latency_step: int = Field(8, ge=1)  # the table's grid step: use prune.round_to if it is set
     tune_seed: int = 0
     tune_target: float = 0.75
     bootstrap: int = Field(4999, ge=100)
@@ -65,8 +64,8 @@ class BenchCfg(Strict):
     def _known_methods(self) -> BenchCfg:
         for name in [*self.methods, *self.tune, *self.variants, *self.latency_methods]:
             check_method(name)
-        if self.latency_targets and not (self.latency_methods and self.latency_table):
-            raise ValueError("bench.latency_targets need bench.latency_methods and bench.latency_table")
+        if bool(self.latency_targets) != bool(self.latency_methods):
+            raise ValueError("bench.latency_targets and bench.latency_methods go together")
         for key in ("tune", "variants", "latency_methods"):
             unknown = set(getattr(self, key)) - set(self.methods)
             if unknown:
@@ -133,13 +132,11 @@ class Benchmark:
 
     @functools.cache  # noqa: B019 - one Benchmark per process, the table does not change under it
     def table_hash(self) -> str:
-        """sha256 of the latency table's manifest and timings (what a latency arm decides on)."""
-        folder = ROOT / str(self.bench.latency_table)
-        return config_hash([json.loads((folder / name).read_text()) for name in ("manifest.json", "timings.json")])
+        return table_hash(self.work)
 
     def plan(self, target: float | Target) -> LatencyPlan | None:
         """What a latency arm prunes through (None for a MAC arm)."""
-        return LatencyPlan(ROOT / str(self.bench.latency_table)) if isinstance(target, Target) else None
+        return LatencyPlan(table_folder(self.work)) if isinstance(target, Target) else None
 
     def prune_cfg(self, method: str, options: dict[str, Any] | None) -> PruneCfg:
         """The preset's prune section with `options`: common prune keys (e.g. round_to) set,

@@ -15,6 +15,7 @@ import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from bench.device_table import ensure_table
 from pipeline.pruning.costs import Target
 from pipeline.selection import failed
 
@@ -29,6 +30,8 @@ def run_all(b: Benchmark, dense_only: bool = False, workers: int = 1, control: b
     """Every record of the preset, seed by seed (see the module docstring), BSDS included
     (unless `bench.bsds` is off); the controls unless `control` is False."""
     dense_of: dict[int, dict[str, Any]] = {}
+    if b.bench.latency_targets and not dense_only:  # timed first: nothing else may run meanwhile
+        ensure_table(b.work, b.sections["model"], b.bench.latency_step)
     for seed in b.bench.seeds:
         dense_of[seed] = b.dense(seed)
         if dense_only:

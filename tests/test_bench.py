@@ -50,12 +50,12 @@ def test_a_latency_arm_is_keyed_by_its_target_the_table_and_the_latency_code(tmp
     from bench.pldu import Benchmark
     from pipeline.pruning.costs import Target
 
-    (tmp_path / "table").mkdir()
+    table = tmp_path / "work" / "latency-table"  # bench/device_table.py's folder
+    table.mkdir(parents=True)
     for name, content in (("manifest.json", {"layers": []}), ("timings.json", {"times_ms": {"a": 1.0}})):
-        (tmp_path / "table" / name).write_text(json.dumps(content))
+        (table / name).write_text(json.dumps(content))
     bench, sections = load_config(ROOT / "bench" / "pldu.yaml")
-    bench = bench.model_copy(update={"latency_targets": [0.5], "latency_methods": ["hqs_l0"],
-                                     "latency_table": str(tmp_path / "table")})
+    bench = bench.model_copy(update={"latency_targets": [0.5], "latency_methods": ["hqs_l0"]})
     (tmp_path / "data").mkdir()
     dense = {"model_hash": "0" * 16}
     b = Benchmark(bench, sections, tmp_path / "data", tmp_path / "work", tmp_path / "records")
@@ -63,7 +63,7 @@ def test_a_latency_arm_is_keyed_by_its_target_the_table_and_the_latency_code(tmp
     mac_name, mac_inputs, _ = b.pruned_spec(0, dense, "hqs_l0", 0.5)
     assert name == "seed0/hqs_l0-latency0.5" and inputs["code"] != mac_inputs["code"]
     assert b.plan(Target("latency_reduction", 0.5)) is not None and b.plan(0.5) is None
-    (tmp_path / "table" / "timings.json").write_text(json.dumps({"times_ms": {"a": 2.0}}))  # re-timed
+    (table / "timings.json").write_text(json.dumps({"times_ms": {"a": 2.0}}))  # re-timed
     again = Benchmark(bench, sections, tmp_path / "data", tmp_path / "work", tmp_path / "records")
     assert again.pruned_spec(0, dense, "hqs_l0", Target("latency_reduction", 0.5))[1]["config"] != inputs["config"]
 
@@ -219,3 +219,28 @@ def test_the_round_to_default_is_the_fastest_within_half_a_point_of_null_on_val(
     rows[-1]["val_vs_null"] = -0.004
     assert choose(rows)["round_to"] == 16
     assert choose([row(0.5, None, 80), row(0.5, 8, 90, 0.0)])["round_to"] is None  # rounding made it slower
+
+
+def test_the_device_table_is_made_again_only_when_timed_on_another_machine(tmp_path, monkeypatch):
+    from bench.device_table import ensure_table, table_folder
+    from pipeline.config import ModelCfg
+    from pipeline.latency import files
+    from pipeline.machine import cpu_name
+
+    made = []
+
+    def write_files(*args):  # stands in for writing and timing thousands of files
+        made.append(args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(files, "write_files", write_files)
+    folder = table_folder(tmp_path)
+    folder.mkdir(parents=True)
+    for cpu, remade in ((cpu_name(), False), ("another CPU", True)):
+        (folder / "timings.json").write_text(json.dumps({"fingerprint": {"cpu": cpu, "threads": 2}}))
+        if remade:
+            with pytest.raises(KeyboardInterrupt):
+                ensure_table(tmp_path, ModelCfg(), 8)
+        else:
+            assert ensure_table(tmp_path, ModelCfg(), 8) == folder
+        assert len(made) == remade
