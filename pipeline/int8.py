@@ -25,19 +25,30 @@ from pipeline.sections import QuantizeCfg
 Scorer = Callable[[Path, Path, str], float]  # (onnx file, prepared data, split) -> line IoU
 
 
-def onnx_iou(model: Path, data: Path, split: str) -> float:
-    """Line IoU of an ONNX file on a prepared split in ONNX Runtime, pixels summed over the
-    split, at the file's own tuned threshold (its metadata), ignore pixels skipped."""
+def onnx_counts(model: Path, data: Path, split: str) -> dict[str, list]:
+    """Per-image counts of an ONNX file on a prepared split in ONNX Runtime, at the file's
+    own tuned threshold (its metadata): {"names": [...], "tp": [...], ...}, as
+    `scoring.split_counts` gives for a PyTorch model."""
     from pipeline.inference.predictor import Predictor
-    from pipeline.scoring import image_counts, split_images
+    from pipeline.scoring import COUNTS, image_counts, split_images
 
     predictor = Predictor(model)
-    tp = fp = fn = 0
-    for _, batch, mask in split_images(data, split):
+    table: dict[str, list] = {"names": [], **{key: [] for key in COUNTS}}
+    for name, batch, mask in split_images(data, split):
         height, width = mask.shape
         counts = image_counts(predictor.probabilities(batch.numpy())[0, :height, :width], mask, predictor.threshold)
-        tp, fp, fn = tp + counts["tp"], fp + counts["fp"], fn + counts["fn"]
-    return tp / (tp + fp + fn) if tp + fp + fn else 0.0
+        table["names"].append(name)
+        for key, value in counts.items():
+            table[key].append(value)
+    return table
+
+
+def onnx_iou(model: Path, data: Path, split: str) -> float:
+    """Line IoU of an ONNX file on a prepared split in ONNX Runtime, pixels summed over the
+    split, at the file's own tuned threshold, ignore pixels skipped."""
+    from pipeline.scoring import scores
+
+    return float(scores(onnx_counts(model, data, split))["iou"])
 
 
 def fallback_nodes(fp32: Path, cfg: QuantizeCfg) -> list[str]:

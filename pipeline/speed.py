@@ -55,8 +55,9 @@ def onnx_runner(path: Path, height: int, width: int, threads: int) -> Runner:
 def interleaved(runners: dict[str, Runner], reference: str, rounds: int = 20, warmup: int = 3,
                 clock: Callable[[], float] = time.perf_counter, desc: str | None = None
                 ) -> dict[str, dict[str, float]]:
-    """Time every runner once per round, rotating the order; per runner: median ms, and the
-    median over rounds of the paired ratio reference time / its time ("speedup"). With `desc`,
+    """Time every runner once per round, rotating the order; per runner: median ms, the
+    median over rounds of the paired ratio reference time / its time ("speedup"), and its
+    time in every round ("times_ms"; `paired_ratio` pairs two runners). With `desc`,
     the rounds show progress on stderr (pipeline.console.progress)."""
     names = list(runners)
     if reference not in runners:
@@ -72,5 +73,11 @@ def interleaved(runners: dict[str, Runner], reference: str, rounds: int = 20, wa
             runners[name]()
             times[name].append((clock() - start) * 1000)
     return {name: {"median_ms": statistics.median(t),
-                   "speedup": statistics.median(ref / mine for ref, mine in zip(times[reference], t, strict=True))}
+                   "speedup": statistics.median(ref / mine for ref, mine in zip(times[reference], t, strict=True)),
+                   "times_ms": t}  # per round, for paired ratios between any two runners
             for name, t in times.items()}
+
+
+def paired_ratio(slow: list[float], fast: list[float]) -> float:
+    """Median over rounds of slow / fast, two runners' `times_ms` from one interleaved run."""
+    return statistics.median(a / b for a, b in zip(slow, fast, strict=True))

@@ -32,7 +32,7 @@ def timed(tmp_path_factory, params, tiny_data) -> tuple[dict, Path]:
     export_onnx(model, meta, root / "fp32.onnx", 64, 64)
     quantize_int8(root / "fp32.onnx", root / "int8.onnx", training_crops(tiny_data, 2, 64))
     speed = measure_models({DENSE: root / "dense"}, (64, 64), ReportCfg(threads=1, warmup=1, rounds=3),
-                           {INT8: root / "int8.onnx"})
+                           {INT8: root / "int8.onnx"}, {INT8: DENSE})
     return speed, root
 
 
@@ -63,6 +63,9 @@ def test_int8_rows_sit_beside_fp32_with_the_device(timed):
     rows = [line for line in text.splitlines() if line.startswith("| dense ")]
     assert len(rows) == 2 and "FP32" in rows[0] and "INT8" in rows[1] and "`/head/Conv`" in rows[1]
     assert f"{speed[INT8]['onnx_ms']:.1f}" in rows[1] and "0.605" in rows[1] and "0.570" in rows[1]
+    assert f"| {speed[INT8]['onnx_x_source']:.2f} |" in rows[1]  # x FP32: paired per round with its source
+    planted = {**speed, INT8: {**speed[INT8], "onnx_x_source": 9.87}}
+    assert "| 9.87 |" in "\n".join(int8_section(record(True), planted, DENSE, "dense", timing))
     assert timing in text and "AVX512-VNNI" in text
     entry = metrics_entry(record(True), speed, "dense")["dense INT8"]
     assert entry["test/iou_onnx"] == 0.57 and "test/iou" not in entry and entry["onnx_ms"] == speed[INT8]["onnx_ms"]

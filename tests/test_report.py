@@ -16,7 +16,7 @@ from pipeline.metrics import ToleranceMetrics, tolerance_counts, tolerance_f1
 from pipeline.report.collect import STUDIES, gather, sweep_runs
 from pipeline.report.figures import pareto_front
 from pipeline.report.render import model_table, to_html
-from pipeline.speed import interleaved
+from pipeline.speed import interleaved, paired_ratio
 
 
 def line_mask(size: int, column: int) -> np.ndarray:
@@ -77,6 +77,10 @@ def test_interleaved_speedup_is_the_median_of_paired_ratios():
     assert out["dense"]["speedup"] == pytest.approx(1.0)
     assert out["dense"]["median_ms"] == pytest.approx(10.0)
     assert calls[2:6] == ["dense", "pruned", "pruned", "dense"]  # after warm-up the order rotates each round
+    assert len(out["pruned"]["times_ms"]) == 5  # every round kept: any two runners pair up
+    assert paired_ratio(out["dense"]["times_ms"], out["pruned"]["times_ms"]) == pytest.approx(2.0)
+    # two separate medians would not pair the slowed round's times with each other
+    assert paired_ratio([10, 10, 100, 10], [5, 50, 50, 5]) == pytest.approx(2.0)
 
 
 def test_interleaved_needs_the_reference():

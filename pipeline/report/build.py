@@ -183,7 +183,7 @@ def write_report(paths: ReportPaths, cfg: ReportCfg, sweep: SweepCfg) -> str:
         int8 = read_record(paths.reports / "int8.json")
         int8_file = shipped_file(int8)
         speed = measure_models({**folders, **other_networks(rows, Path(tmp), num_classes)}, size, cfg,
-                               {INT8: int8_file} if int8_file else None)
+                               {INT8: int8_file} if int8_file else None, {INT8: ship or DENSE})
     attach_speed(rows, speed)
     timing = f"batch 1 at {size[0]}x{size[1]}, {describe_environment(timing_environment(cfg.threads))}"
     change, images = shipped_change(folders, ship, paths.data)

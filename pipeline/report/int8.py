@@ -68,7 +68,8 @@ def int8_section(record: dict[str, Any] | None, speed: dict[str, dict[str, Any]]
              _cells([f"{label} FP32", "FP32", "all", val["fp32"], test["fp32"], f"{fp32['onnx_ms']:.1f}",
                      f"{fp32['onnx_speedup']:.2f}", "1.00", f"{fp32['onnx_mb']:.2f}", f"{fp32['onnx_peak_mb']:.0f}"])]
     if int8_timed:
-        ratio = int8_timed["onnx_speedup"] / fp32["onnx_speedup"]  # both paired against dense in one run
+        # paired per round with the FP32 file it came from; older records: the two paired speed-ups' ratio
+        ratio = int8_timed.get("onnx_x_source", int8_timed["onnx_speedup"] / fp32["onnx_speedup"])
         lines.append(_cells([f"{label} INT8", f"{fmt['weights']} / {fmt['activations']} ({fmt['format']}, "
                              f"per-channel)" if fmt["per_channel"] else f"{fmt['weights']} / {fmt['activations']}",
                              ", ".join(f"`{n}`" for n in kept) or "none", val["int8"], test["int8"],
@@ -82,5 +83,5 @@ def int8_section(record: dict[str, Any] | None, speed: dict[str, dict[str, Any]]
             f"over the split; INT8 is shipped only if its val IoU is at most {record['max_iou_drop']:g} below the "
             f"FP32 file's (test IoU is reported, never used). Calibration: {record['calibration_crops']} training "
             f"crops of {record['calibration_size']} px ({fmt['calibration']}). Latency: timed on {timing}, "
-            f"interleaved with the FP32 models above; 'x FP32' = INT8's paired speed-up over dense / the FP32 "
-            f"model's. {VNNI_NOTE}"]
+            f"interleaved with the FP32 models above; 'x FP32' = the median over rounds of the FP32 file's time / "
+            f"the INT8 file's in the same round. {VNNI_NOTE}"]

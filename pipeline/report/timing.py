@@ -16,7 +16,7 @@ from pipeline.export import export_onnx
 from pipeline.machine import cpu_name, vnni
 from pipeline.measure import macs_and_params
 from pipeline.memory import peak_memory
-from pipeline.speed import interleaved, onnx_runner, torch_runner
+from pipeline.speed import interleaved, onnx_runner, paired_ratio, torch_runner
 
 DENSE = "dense"
 # Why a cut can look slower in ONNX Runtime than in PyTorch: said once wherever latency is shown.
@@ -46,7 +46,8 @@ def describe_environment(env: dict[str, Any]) -> str:
 
 
 def measure_models(folders: dict[str, Path], size: tuple[int, int], cfg: ReportCfg,
-                   onnx_files: dict[str, Path] | None = None) -> dict[str, dict[str, Any]]:
+                   onnx_files: dict[str, Path] | None = None, copies: dict[str, str] | None = None
+                   ) -> dict[str, dict[str, Any]]:
     """Per model folder ({DENSE: ..., run: ...}): eager and ONNX Runtime median latency and
     speed-up over DENSE (paired, interleaved in one run), GMACs and Mparams counted at the
     timed size, the ONNX file's size, and ONNX Runtime's peak RSS in a fresh process. (Eager
@@ -86,6 +87,9 @@ def measure_models(folders: dict[str, Path], size: tuple[int, int], cfg: ReportC
             table[name] = {"onnx_ms": ort[f"onnx {name}"]["median_ms"], "onnx_speedup": ort[f"onnx {name}"]["speedup"],
                            "onnx_mb": onnx[name].stat().st_size / 1e6,
                            "onnx_peak_mb": peak_memory(onnx[name], height, width, cfg.threads)["peak_mb"]}
+            if name in (copies or {}):  # e.g. INT8 over the FP32 model it was quantised from, paired per round
+                table[name]["onnx_x_source"] = paired_ratio(ort[f"onnx {copies[name]}"]["times_ms"],
+                                                            ort[f"onnx {name}"]["times_ms"])
     return table
 
 
