@@ -244,3 +244,28 @@ def test_the_device_table_is_made_again_only_when_timed_on_another_machine(tmp_p
         else:
             assert ensure_table(tmp_path, ModelCfg(), 8) == folder
         assert len(made) == remade
+
+
+def test_the_latency_summary_pairs_int8_with_its_own_fp32_and_checks_the_goals():
+    from bench.latency_summary import arm_rows, goals
+
+    def row(tp: int, ms: float, speedup: float, int8: tuple[int, float, float] | None = None) -> dict:
+        formats = {"fp32": counts([tp] * 4, [10] * 4, [10] * 4)}
+        out = {"fp32": {"median_ms": ms, "speedup": speedup},
+               "int8_check": {"accepted": int8 is not None, "kept_fp32": [] if int8 else None}}
+        if int8:
+            formats["int8"] = counts([int8[0]] * 4, [10] * 4, [10] * 4)
+            out["int8"] = {"median_ms": ms / int8[1], "speedup": speedup * int8[1], "x_fp32": int8[1]}
+        return {**out, "test_counts": formats}
+
+    records = {seed: {"rows": {"dense": row(100, 120.0, 1.0),
+                               "hqs_l0-latency0.75": row(99, 35.0, 3.4, (90, 2.0, 0.0))}}
+               for seed in (0, 1)}
+    rows = arm_rows(records, 200)
+    by = {(r["arm"], r["format"]): r for r in rows}
+    assert by["hqs_l0-latency0.75", "fp32"]["iou_vs_reference"]["mean"] == pytest.approx(99 / 119 - 100 / 120)
+    assert by["hqs_l0-latency0.75", "int8"]["iou_vs_reference"]["mean"] == pytest.approx(90 / 110 - 99 / 119)
+    met = {g["goal"].split(":")[0]: g["met"] for g in goals(rows)}
+    assert met["latency target 1/4 of dense"] is True  # 3.4x, -0.2 point
+    assert met["INT8 adds >= 1.8x with <= 1 further IoU point"] is False  # 2x faster but -1.4 points
+    assert met["a pruned FP32 model at or under 60 ms per 540x360 image on 2 threads"] is True

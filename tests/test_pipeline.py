@@ -114,7 +114,8 @@ def test_every_command_has_help(module: str):
 
 
 @pytest.mark.parametrize("command", [["-m", "pipeline.predict"], ["-m", "pipeline.memory"], ["-m", "bench.pldu"],
-                                     ["deploy/onnx_latency.py"], ["-m", "bench.latency_table"]])
+                                     ["deploy/onnx_latency.py"], ["-m", "bench.latency_table"],
+                                     ["-m", "bench.latency"], ["-m", "bench.round_to"]])
 def test_tools_have_help(command: list[str]):
     assert "usage:" in run([sys.executable, *command, "--help"], ROOT)
 

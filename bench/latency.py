@@ -1,0 +1,128 @@
+"""The issue-15 latency benchmark: measured milliseconds of the PLDU benchmark's models, FP32 and INT8.
+
+From the PLDU benchmark's current records and their models under --work, per seed: the
+dense model, HQS-L0 at each MAC target and every latency arm (`bench.latency_targets` x
+`latency_methods`). Each model is exported to FP32 ONNX at 384x544 and quantised to INT8
+by the export stage's checked quantisation (pipeline.int8: accepted when its val IoU is at
+most `quantize.max_iou_drop` below the FP32 file's, else again with the first convolution
+and the head in FP32, else no INT8 model); a seed's files are all timed interleaved (2
+threads), so every speed-up is a paired ratio from one run; test IoU is counted in ONNX
+Runtime for both formats. One record per seed (bench/results/latency/seed<N>.json), keyed
+by its models' hashes, this code and this machine: run it in slices like bench.pldu.
+
+    python -m bench.latency --work bench/work   # alone on the machine: bench/results/latency.{json,md}
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench.device_table import SIZE
+from bench.pldu import ROOT, Benchmark, load_config
+from bench.records import RecordStore, code_hash, config_hash
+from pipeline.pruning.costs import Target
+
+DENSE = "dense"
+
+
+def arms_of(b: Benchmark, seed: int) -> dict[str, tuple[dict[str, Any], Path]]:
+    """{arm: (current record, final model folder)} of one seed: dense, hqs_l0 at each MAC
+    target, the latency arms; SystemExit naming the first one missing."""
+    name, inputs, dense_model = b.dense_spec(seed)
+    dense = b.store.current(name, inputs)
+    if dense is None:
+        raise SystemExit(f"{name}: no current record; run bench.pldu first")
+    specs = [("hqs_l0", target, None) for target in b.bench.macs_reductions]
+    specs += [(method, Target("latency_reduction", share), b.tuned_options(method, {seed: dense}))
+              for share in b.bench.latency_targets for method in b.bench.latency_methods]
+    arms = {DENSE: (dense, dense_model)}
+    for method, target, options in specs:
+        name, inputs, model = b.pruned_spec(seed, dense, method, target, options)
+        if (record := b.store.current(name, inputs)) is None:
+            raise SystemExit(f"{name}: no current record; run bench.pldu first")
+        arms[name.split("/", 1)[1]] = (record, model)
+    return arms
+
+
+def measure_seed(arms: dict[str, tuple[dict[str, Any], Path]], data: Path, threads: int, rounds: int
+                 ) -> dict[str, Any]:
+    """Per arm: FP32 and (if accepted) INT8 files' median ms, paired speed-ups over dense FP32,
+    INT8 over its own FP32, the INT8 check's record and the test counts of both formats."""
+    from pipeline.artifact import load_model
+    from pipeline.export import export_onnx
+    from pipeline.int8 import onnx_counts, quantize_checked
+    from pipeline.sections import QuantizeCfg
+    from pipeline.speed import interleaved, onnx_runner, paired_ratio
+
+    rows: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="latency-bench-") as tmp:
+        files = {}
+        for number, (arm, (_, folder)) in enumerate(arms.items()):
+            model, card = load_model(folder)
+            fp32, int8 = Path(tmp) / f"{number}.onnx", Path(tmp) / f"{number}.int8.onnx"
+            export_onnx(model, card, fp32, *SIZE, dynamic=False)
+            check = quantize_checked(fp32, int8, data, QuantizeCfg())
+            files[arm] = {"fp32": fp32, **({"int8": int8} if check["accepted"] else {})}
+            rows[arm] = {"int8_check": {k: check[k] for k in ("accepted", "kept_fp32", "val_iou", "outcome")},
+                         "test_counts": {fmt: onnx_counts(path, data, "test") for fmt, path in files[arm].items()}}
+        runners = {(arm, fmt): onnx_runner(path, *SIZE, threads) for arm, pair in files.items()
+                   for fmt, path in pair.items()}
+        load_before = os.getloadavg()[0]
+        timed = interleaved(runners, (DENSE, "fp32"), rounds=rounds, desc="latency")
+        load_after = os.getloadavg()[0]
+    for (arm, fmt), figures in timed.items():
+        rows[arm][fmt] = {"median_ms": figures["median_ms"], "speedup": figures["speedup"]}
+        if fmt == "int8":
+            rows[arm]["int8"]["x_fp32"] = paired_ratio(timed[arm, "fp32"]["times_ms"], figures["times_ms"])
+    return {"rows": rows, "load_average": [load_before, load_after], "threads": threads, "rounds": rounds}
+
+
+def seed_record(b: Benchmark, store: RecordStore, seed: int, threads: int, rounds: int, measure: bool = True
+                ) -> dict[str, Any] | None:
+    """The seed's record in `store`, measured again (unless `measure` is False) when its
+    models, this code or the timing settings changed. The machine is recorded, not keyed:
+    the summary says where each seed was timed."""
+    arms = arms_of(b, seed)
+    inputs = {"code": code_hash("bench.latency"), "data": b.data_hash,
+              "start": config_hash({arm: record["model_hash"] for arm, (record, _) in arms.items()}),
+              "config": config_hash([threads, rounds, SIZE])}
+    name = f"seed{seed}"
+    if (record := store.current(name, inputs)) is not None or not measure:
+        return record
+    print(f"{name}: quantising and timing {len(arms)} models", flush=True)
+    body = measure_seed(arms, b.data, threads, rounds)
+    body["arms"] = {arm: {"macs_reduction": record.get("macs_reduction"), "target": record.get("target"),
+                          "gmacs": record.get("gmacs"), "latency": record.get("latency")}
+                    for arm, (record, _) in arms.items()}
+    return store.save(name, inputs, {"seed": seed, **body})
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Measure (or reuse) every seed's record, then write bench/results/latency.{json,md}."""
+    from bench.latency_summary import write_summary
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", type=Path, default=ROOT / "bench" / "pldu.yaml", help="benchmark preset")
+    p.add_argument("--work", type=Path, default=ROOT / "bench" / "work", help="models of the PLDU records")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="results folder")
+    p.add_argument("--seeds", type=int, nargs="+", help="override bench.seeds")
+    p.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads (default: 2)")
+    p.add_argument("--rounds", type=int, default=20, help="interleaved rounds per seed (default: 20)")
+    p.add_argument("--summary-only", action="store_true", help="only re-aggregate the current records")
+    args = p.parse_args(argv)
+    bench, sections = load_config(args.config)
+    if args.seeds:
+        bench = bench.model_copy(update={"seeds": args.seeds})
+    b = Benchmark(bench, sections, args.work / "data", args.work, args.out / "pldu")
+    store = RecordStore(args.out / "latency")
+    records = {seed: seed_record(b, store, seed, args.threads, args.rounds, measure=not args.summary_only)
+               for seed in bench.seeds}
+    write_summary({seed: r for seed, r in records.items() if r is not None}, args.out, args.config, bench.bootstrap)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""latency.{json,md}: the latency benchmark's per-seed records aggregated per arm and format,
+with the issue's goals checked against them (bench/latency.py makes the records)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from bench.records import ROOT, environment
+from bench.stats import mean_std, paired_bca
+from pipeline.scoring import scores
+
+DENSE = "dense"
+QUARTER = "hqs_l0-latency0.75"  # the goals' model: HQS-L0 at a quarter of the dense latency
+
+
+def arm_rows(records: dict[int, dict[str, Any]], n_resamples: int) -> list[dict[str, Any]]:
+    """One row per (arm, format) over the seeds: median ms and paired speed-ups (medians over
+    seeds), test IoU and tolerance F1 (ONNX Runtime, mean ± sd over seeds), and test IoU
+    minus the dense FP32 model's (FP32 rows) or minus the same model's FP32 (INT8 rows), with
+    paired BCa intervals over the test images (counts summed over the seeds)."""
+    seeds = sorted(records)
+    arms = list(records[seeds[0]]["rows"])
+    rows = []
+    for arm in arms:
+        for fmt in ("fp32", "int8"):
+            present = [s for s in seeds if fmt in records[s]["rows"][arm]]
+            if not present:
+                continue
+            per_seed = [records[s]["rows"][arm] for s in present]
+            counts = [r["test_counts"][fmt] for r in per_seed]
+            final = [scores(c) for c in counts]
+            row = {"arm": arm, "format": fmt, "seeds": present,
+                   "median_ms": statistics.median(r[fmt]["median_ms"] for r in per_seed),
+                   "speedup": statistics.median(r[fmt]["speedup"] for r in per_seed),
+                   "iou": mean_std([float(f["iou"]) for f in final]),
+                   "tol_f1": mean_std([float(f["tol_f1"]) for f in final]),
+                   "int8_accepted": [records[s]["rows"][arm]["int8_check"]["accepted"] for s in seeds]}
+            reference = ([records[s]["rows"][DENSE]["test_counts"]["fp32"] for s in present] if fmt == "fp32"
+                         else [r["test_counts"]["fp32"] for r in per_seed])
+            if arm != DENSE or fmt == "int8":
+                row["iou_vs_reference"] = paired_bca(counts, reference, "iou", n_resamples)
+            if fmt == "int8":
+                row["x_fp32"] = statistics.median(r["int8"]["x_fp32"] for r in per_seed)
+                row["kept_fp32"] = [r["int8_check"]["kept_fp32"] for r in per_seed]
+            rows.append(row)
+    return rows
+
+
+def goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The issue's goals, each with what was measured and whether it was met (None: not measured)."""
+    by = {(r["arm"], r["format"]): r for r in rows}
+    fp32, int8 = by.get((QUARTER, "fp32")), by.get((QUARTER, "int8"))
+    out = []
+    if fp32:
+        loss = fp32["iou_vs_reference"]["mean"]
+        out.append({"goal": "latency target 1/4 of dense: FP32 speed-up >= 3.2x, <= 1 IoU point lost",
+                    "measured": f"{fp32['speedup']:.2f}x, test IoU {loss:+.3f} vs dense",
+                    "met": fp32["speedup"] >= 3.2 and loss >= -0.01})
+    if int8:
+        loss = int8["iou_vs_reference"]["mean"]
+        out.append({"goal": "INT8 adds >= 1.8x with <= 1 further IoU point",
+                    "measured": f"{int8['x_fp32']:.2f}x over its FP32, test IoU {loss:+.3f} vs its FP32",
+                    "met": int8["x_fp32"] >= 1.8 and loss >= -0.01})
+    out.append({"goal": "the latency-targeted model at least as accurate as the MAC-targeted one of the same "
+                        "measured latency", "measured": "not measured: the MAC target matched by bisection on "
+                        "measured latency is not built yet", "met": None})
+    pruned = [r for r in rows if r["format"] == "fp32" and r["arm"] != DENSE]
+    fast = [r["arm"] for r in pruned if r["median_ms"] <= 60.0]
+    out.append({"goal": "a pruned FP32 model at or under 60 ms per 540x360 image on 2 threads",
+                "measured": ", ".join(f"{r['arm']} {r['median_ms']:.1f} ms" for r in pruned), "met": bool(fast)})
+    return out
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The table, the goals and where it ran."""
+    lines = ["# Latency benchmark (issue 15)", "",
+             f"ONNX Runtime {result['versions'].get('onnxruntime')}, batch 1 at 384x544, {result['threads']} "
+             f"threads, every seed's models interleaved; seeds {result['seeds']} timed on "
+             f"{', '.join(sorted(result['machines']))}. Medians over seeds; test IoU in ONNX Runtime, mean ± sd "
+             "over seeds, its difference (FP32: vs dense FP32; INT8: vs the same model's FP32) with a paired BCa "
+             "95 % interval over the test images.", "",
+             "| model | format | median ms | speed-up vs dense | x FP32 | test IoU | Δ IoU [95 %] | tolerance F1 |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        d = r.get("iou_vs_reference")
+        diff = "" if d is None else f"{d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
+        x_fp32 = f"{r['x_fp32']:.2f}x" if "x_fp32" in r else ""
+        lines.append(f"| {r['arm']} | {r['format'].upper()} | {r['median_ms']:.1f} | {r['speedup']:.2f}x | {x_fp32} | "
+                     f"{r['iou']['mean']:.3f} ± {r['iou']['std']:.3f} | {diff} | {r['tol_f1']['mean']:.3f} |")
+    lines += ["", "## Goals", ""]
+    for g in result["goals"]:
+        verdict = {True: "met", False: "**not met**", None: "not measured"}[g["met"]]
+        lines.append(f"- {g['goal']}: {verdict} ({g['measured']})")
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(records: dict[int, dict[str, Any]], out: Path, config: Path, n_resamples: int) -> dict[str, Any]:
+    """Aggregate the current seed records into out/latency.{json,md}."""
+    if not records:
+        print("no current latency records")
+        return {}
+    rows = arm_rows(records, n_resamples)
+    result = {"config": str(config.relative_to(ROOT)) if config.is_relative_to(ROOT) else str(config),
+              **environment(), "seeds": sorted(records), "threads": records[min(records)]["threads"],
+              "machines": sorted({r["machine"]["cpu"] for r in records.values()}),
+              "load_average": {seed: r["load_average"] for seed, r in records.items()},
+              "rows": rows, "goals": goals(rows)}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "latency.json").write_text(json.dumps(result, indent=1, default=str))
+    text = markdown(result)
+    (out / "latency.md").write_text(text)
+    print(text)
+    return result
