@@ -22,11 +22,11 @@ from typing import Any
 
 from bench.pldu import ROOT, Benchmark, load_config
 from bench.records import environment
-from bench.schedule import arm_options
 from bench.stats import mean_std, paired_bca
 from pipeline.scoring import scores
 
 METHOD = "hqs_l0"
+ROUND_TO = (None, 8, 16)  # the arms compared; None: the preset's prune.round_to, null in the study
 WITHIN = 0.005  # "within 0.5 point" of round_to null's val score
 SIZE = (384, 544)
 
@@ -41,11 +41,13 @@ def runs_of(b: Benchmark) -> dict[int, dict[str, Any]]:
             raise SystemExit(f"{name}: no current record; run bench.pldu first")
         arms = {}
         for target in b.bench.macs_reductions:
-            for options in arm_options(b, METHOD, None):
+            for round_to in ROUND_TO:
+                options = {"round_to": round_to} if round_to else None
                 name, inputs, model = b.pruned_spec(seed, dense, METHOD, target, options)
                 if (record := b.store.current(name, inputs)) is None:
-                    raise SystemExit(f"{name}: no current record; run bench.pldu first")
-                arms[target, (options or {}).get("round_to")] = (record, model)
+                    raise SystemExit(f"{name}: no current record; run bench.pldu with bench.variants "
+                                     f"{{{METHOD}: [{{round_to: 8}}, {{round_to: 16}}]}} and prune.round_to null")
+                arms[target, round_to] = (record, model)
         found[seed] = {"dense": (dense, dense_model), "arms": arms}
     return found
 
