@@ -34,11 +34,12 @@ def test_a_variant_sets_common_prune_keys_and_is_an_arm_of_its_own(tmp_path):
     from bench.schedule import arm_options
 
     bench, sections = load_config(ROOT / "bench" / "pldu.yaml")
+    bench = bench.model_copy(update={"variants": {"hqs_l0": [{"round_to": 8}, {"round_to": 16}]}})
     (tmp_path / "data").mkdir()
     b = Benchmark(bench, sections, tmp_path / "data", tmp_path / "work", tmp_path / "records")
     cfg = b.prune_cfg("bn_l1", {"round_to": 8, "reg": 1e-4})
     assert cfg.round_to == 8 and cfg.method_options("bn_l1")["reg"] == 1e-4
-    assert b.prune_cfg("hqs_l0", None).round_to is None
+    assert b.prune_cfg("hqs_l0", None).round_to == sections["prune"].round_to == 16
     dense = {"model_hash": "0" * 16}
     plain, variant = (b.pruned_spec(0, dense, "hqs_l0", 0.5, o) for o in (None, {"round_to": 8}))
     assert variant[0] == "seed0/hqs_l0-0.5-round_to8" and plain[1]["config"] != variant[1]["config"]
