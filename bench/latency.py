@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.device_table import SIZE
-from bench.pldu import ROOT, Benchmark, load_config
+from bench.pldu import Benchmark, open_records, preset_arguments
 from bench.records import RecordStore, code_hash, config_hash
 from pipeline.pruning.costs import Target
 
@@ -36,8 +36,10 @@ def arms_of(b: Benchmark, seed: int) -> dict[str, tuple[dict[str, Any], Path]]:
     dense = b.store.current(name, inputs)
     if dense is None:
         raise SystemExit(f"{name}: no current record; run bench.pldu first")
+    tune = b.store.current(*b.dense_spec(b.bench.tune_seed)[:2])  # its runs chose the tuned options
     specs = [("hqs_l0", target, None) for target in b.bench.macs_reductions]
-    specs += [(method, Target("latency_reduction", share), b.tuned_options(method, {seed: dense}))
+    dense_of = {seed: dense, **({} if tune is None else {b.bench.tune_seed: tune})}
+    specs += [(method, Target("latency_reduction", share), b.tuned_options(method, dense_of))
               for share in b.bench.latency_targets for method in b.bench.latency_methods]
     arms = {DENSE: (dense, dense_model)}
     for method, target, options in specs:
@@ -106,22 +108,16 @@ def main(argv: list[str] | None = None) -> None:
     from bench.latency_summary import write_summary
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", type=Path, default=ROOT / "bench" / "pldu.yaml", help="benchmark preset")
-    p.add_argument("--work", type=Path, default=ROOT / "bench" / "work", help="models of the PLDU records")
-    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="results folder")
-    p.add_argument("--seeds", type=int, nargs="+", help="override bench.seeds")
+    preset_arguments(p)
     p.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads (default: 2)")
     p.add_argument("--rounds", type=int, default=20, help="interleaved rounds per seed (default: 20)")
     p.add_argument("--summary-only", action="store_true", help="only re-aggregate the current records")
     args = p.parse_args(argv)
-    bench, sections = load_config(args.config)
-    if args.seeds:
-        bench = bench.model_copy(update={"seeds": args.seeds})
-    b = Benchmark(bench, sections, args.work / "data", args.work, args.out / "pldu")
+    b = open_records(args)
     store = RecordStore(args.out / "latency")
     records = {seed: seed_record(b, store, seed, args.threads, args.rounds, measure=not args.summary_only)
-               for seed in bench.seeds}
-    write_summary({seed: r for seed, r in records.items() if r is not None}, args.out, args.config, bench.bootstrap)
+               for seed in b.bench.seeds}
+    write_summary({seed: r for seed, r in records.items() if r is not None}, args.out, args.config, b.bench.bootstrap)
 
 
 if __name__ == "__main__":

@@ -228,13 +228,27 @@ def _holds(model: Path, expected: str) -> bool:
     return (model / "model.pt").exists() and weights_hash(model) == expected
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run (or resume) the benchmark, then write bench/results/pldu.{json,md} and the figure."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def preset_arguments(p: argparse.ArgumentParser) -> None:
+    """--config, --work, --out and --seeds: where a script finds the PLDU benchmark's preset,
+    models and records (bench.pldu, bench.round_to, bench.latency)."""
     p.add_argument("--config", type=Path, default=ROOT / "bench" / "pldu.yaml", help="benchmark preset")
     p.add_argument("--work", type=Path, default=ROOT / "bench" / "work", help="models (not committed)")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="results folder")
     p.add_argument("--seeds", type=int, nargs="+", help="override bench.seeds")
+
+
+def open_records(args: argparse.Namespace) -> Benchmark:
+    """The PLDU benchmark of `preset_arguments`' values, to read its records and models."""
+    bench, sections = load_config(args.config)
+    if args.seeds:
+        bench = bench.model_copy(update={"seeds": args.seeds})
+    return Benchmark(bench, sections, args.work / "data", args.work, args.out / "pldu")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run (or resume) the benchmark, then write bench/results/pldu.{json,md} and the figure."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    preset_arguments(p)
     p.add_argument("--methods", nargs="+", choices=method_names(), help="override bench.methods")
     p.add_argument("--macs-reductions", type=float, nargs="+", help="override bench.macs_reductions")
     p.add_argument("--dense-only", action="store_true", help="only the dense models and the controls")

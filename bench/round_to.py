@@ -1,6 +1,6 @@
 """The round_to study (issue 15 item 3): which channel multiple should pruned widths keep?
 
-HQS-L0 at round_to null, 8 and 16 (bench/pldu.yaml's `variants`), from the PLDU benchmark's
+HQS-L0 at round_to null, 8 and 16 (the study ran them as `bench.variants`), from the PLDU benchmark's
 current records and the models under --work; each seed's final models are exported and timed
 here with ONNX Runtime (batch 1, H x W 384 x 544, 2 threads), interleaved with that seed's
 dense model, so every speed-up is a paired ratio from one run. The default is the round_to
@@ -16,11 +16,10 @@ import argparse
 import json
 import os
 import statistics
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.pldu import ROOT, Benchmark, load_config
+from bench.pldu import Benchmark, open_records, preset_arguments
 from bench.records import environment
 from bench.stats import mean_std, paired_bca
 from pipeline.scoring import scores
@@ -53,19 +52,14 @@ def runs_of(b: Benchmark) -> dict[int, dict[str, Any]]:
 
 
 def time_seed(dense_model: Path, arms: dict[tuple, tuple], threads: int, rounds: int) -> dict[tuple, dict]:
-    """Median ms and paired speed-up over the dense model of every arm's final model."""
+    """Median ms and paired speed-up over the dense model of every arm's final model, exported
+    with dynamic axes as the export stage ships them (the form the study's figures were timed in)."""
     from pipeline.artifact import load_model
-    from pipeline.export import export_onnx
-    from pipeline.speed import interleaved, onnx_runner
+    from pipeline.speed import time_as_onnx
 
-    with tempfile.TemporaryDirectory() as tmp:
-        runners = {}
-        for key, folder in [("dense", dense_model), *((k, m) for k, (_, m) in arms.items())]:
-            model, card = load_model(folder)
-            path = Path(tmp) / f"{len(runners)}.onnx"
-            export_onnx(model, card, path, *SIZE)
-            runners[key] = onnx_runner(path, *SIZE, threads)
-        return interleaved(runners, "dense", rounds=rounds, desc="timing")
+    folders = {"dense": dense_model, **{key: folder for key, (_, folder) in arms.items()}}
+    return time_as_onnx({key: load_model(folder) for key, folder in folders.items()}, "dense", *SIZE, threads,
+                        rounds, dynamic=True, desc="timing")
 
 
 def summarise(found: dict[int, dict], timed: dict[int, dict], n_resamples: int) -> dict[str, Any]:
@@ -132,19 +126,16 @@ def markdown(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> None:
     """Time the study's models and write bench/results/round_to.{json,md}."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", type=Path, default=ROOT / "bench" / "pldu.yaml", help="benchmark preset")
-    p.add_argument("--work", type=Path, default=ROOT / "bench" / "work", help="models of the records")
-    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="results folder")
+    preset_arguments(p)
     p.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads (default: 2)")
     p.add_argument("--rounds", type=int, default=20, help="interleaved rounds per seed (default: 20)")
     args = p.parse_args(argv)
-    bench, sections = load_config(args.config)
-    b = Benchmark(bench, sections, args.work / "data", args.work, args.out / "pldu")
+    b = open_records(args)
     found = runs_of(b)
     load_before = os.getloadavg()[0]
     timed = {seed: time_seed(f["dense"][1], f["arms"], args.threads, args.rounds) for seed, f in found.items()}
     result = {**environment(), "threads": args.threads, "rounds": args.rounds,
-              "load_average": [load_before, os.getloadavg()[0]], **summarise(found, timed, bench.bootstrap)}
+              "load_average": [load_before, os.getloadavg()[0]], **summarise(found, timed, b.bench.bootstrap)}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "round_to.json").write_text(json.dumps(result, indent=1, default=str))
     text = markdown(result)

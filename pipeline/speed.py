@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -81,3 +81,21 @@ def interleaved(runners: dict[str, Runner], reference: str, rounds: int = 20, wa
 def paired_ratio(slow: list[float], fast: list[float]) -> float:
     """Median over rounds of slow / fast, two runners' `times_ms` from one interleaved run."""
     return statistics.median(a / b for a, b in zip(slow, fast, strict=True))
+
+
+def time_as_onnx(models: dict[Hashable, tuple[nn.Module, Any]], reference: Hashable, height: int, width: int,
+                 threads: int, rounds: int = 20, dynamic: bool = False, desc: str | None = None
+                 ) -> dict[Hashable, dict[str, Any]]:
+    """Each (model, card) exported to ONNX at height x width (static input unless `dynamic`)
+    in a temporary folder and timed there by `interleaved` against `reference`."""
+    import tempfile
+
+    from pipeline.export import export_onnx
+
+    with tempfile.TemporaryDirectory(prefix="timing-") as tmp:
+        runners = {}
+        for number, (key, (model, card)) in enumerate(models.items()):
+            path = Path(tmp) / f"{number}.onnx"
+            export_onnx(model, card, path, height, width, dynamic=dynamic)
+            runners[key] = onnx_runner(path, height, width, threads)
+        return interleaved(runners, reference, rounds=rounds, desc=desc)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -131,18 +130,12 @@ def same_device(fingerprint: dict[str, Any], threads: int | None) -> bool:
 
 def measure(pruned: nn.Module, dense: nn.Module, card: ModelCard, size: tuple[int, int], threads: int
             ) -> dict[str, float]:
-    """Median ms of the pruned and the dense model as ONNX (batch 1, `size`), interleaved,
-    and the median paired speed-up."""
-    from pipeline.export import export_onnx
-    from pipeline.speed import interleaved, onnx_runner
+    """Median ms of the pruned and the dense model as ONNX (batch 1, static `size`: the form
+    the table's residual was timed in), interleaved, and the median paired speed-up."""
+    from pipeline.speed import time_as_onnx
 
-    with tempfile.TemporaryDirectory() as tmp:
-        runners = {}
-        for name, model in (("dense", dense), ("pruned", pruned)):
-            path = Path(tmp) / f"{name}.onnx"
-            export_onnx(model, card, path, *size)
-            runners[name] = onnx_runner(path, *size, threads)
-        timed = interleaved(runners, "dense", rounds=ROUNDS, desc="prune: timing the pruned and the dense model")
+    timed = time_as_onnx({"dense": (dense, card), "pruned": (pruned, card)}, "dense", *size, threads, ROUNDS,
+                         desc="prune: timing the pruned and the dense model")
     return {"measured_ms": timed["pruned"]["median_ms"], "dense_measured_ms": timed["dense"]["median_ms"],
             "measured_speedup": timed["pruned"]["speedup"]}
 
@@ -155,11 +148,11 @@ def latency_record(cost: LatencyCost, keep: torch.Tensor, reduction: float, targ
     record: dict[str, Any] = {"target": target.kind, "value": target.value, "budget_ms": cost.budget(reduction),
                               "predicted_ms": cost.kept(keep), "dense_predicted_ms": cost.dense,
                               "residual_ms": cost.residual_ms, "size": list(table.size), "device": table.fingerprint}
-    threads = table.fingerprint.get("threads")
-    if not same_device(table.fingerprint, threads):
+    if not same_device(table.fingerprint, None):  # timed below with the table's own thread count
         record["not_measured"] = f"the table was timed on {table.fingerprint.get('cpu')!r}, not on this machine"
         return record
-    record.update(measure(pruned, dense, card, table.size, int(threads or torch.get_num_threads())))
+    threads = int(table.fingerprint.get("threads") or torch.get_num_threads())
+    record.update(measure(pruned, dense, card, table.size, threads))
     if record["measured_ms"] > record["budget_ms"]:
         log.warning("prune: the pruned model measured %.1f ms on this machine, over the %.1f ms target (the table "
                     "predicted %.1f ms)", record["measured_ms"], record["budget_ms"], record["predicted_ms"])
