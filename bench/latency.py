@@ -1,9 +1,10 @@
 """The issue-15 latency benchmark: measured milliseconds of the PLDU benchmark's models, FP32 and INT8.
 
 From the PLDU benchmark's current records and their models under --work, per seed: the
-dense model, HQS-L0 at each MAC target and every latency arm (`bench.latency_targets` x
-`latency_methods`). Each model is exported to FP32 ONNX at 384x544 and quantised to INT8
-by the export stage's checked quantisation (pipeline.int8: accepted when its val IoU is at
+dense model, HQS-L0 at each MAC target, every latency arm (`bench.latency_targets` x
+`latency_methods`) and HQS-L0 at the MAC target matched to its 1/4 latency arm
+(bench.matched). Each model is exported to FP32 ONNX at 384x544 and quantised to INT8 by
+the export stage's checked quantisation (pipeline.int8: accepted when its val IoU is at
 most `quantize.max_iou_drop` below the FP32 file's, else again with the first convolution
 and the head in FP32, else no INT8 model); a seed's files are all timed interleaved (2
 threads), so every speed-up is a paired ratio from one run; test IoU is counted in ONNX
@@ -21,6 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench import matched
 from bench.device_table import SIZE
 from bench.pldu import Benchmark, open_records, preset_arguments
 from bench.records import RecordStore, code_hash, config_hash
@@ -31,22 +33,29 @@ DENSE = "dense"
 
 def arms_of(b: Benchmark, seed: int) -> dict[str, tuple[dict[str, Any], Path]]:
     """{arm: (current record, final model folder)} of one seed: dense, hqs_l0 at each MAC
-    target, the latency arms; SystemExit naming the first one missing."""
+    target, the latency arms, the matched arm (`matched.ARM`); SystemExit naming the first
+    one missing."""
     name, inputs, dense_model = b.dense_spec(seed)
     dense = b.store.current(name, inputs)
     if dense is None:
         raise SystemExit(f"{name}: no current record; run bench.pldu first")
     tune = b.store.current(*b.dense_spec(b.bench.tune_seed)[:2])  # its runs chose the tuned options
-    specs = [("hqs_l0", target, None) for target in b.bench.macs_reductions]
     dense_of = {seed: dense, **({} if tune is None else {b.bench.tune_seed: tune})}
-    specs += [(method, Target("latency_reduction", share), b.tuned_options(method, dense_of))
+    specs = [(None, "hqs_l0", target, None) for target in b.bench.macs_reductions]
+    specs += [(None, method, Target("latency_reduction", share), b.tuned_options(method, dense_of))
               for share in b.bench.latency_targets for method in b.bench.latency_methods]
+    if matched.METHOD in b.bench.latency_methods:  # HQS-L0 at the MAC target of the same measured latency
+        options = b.tuned_options(matched.METHOD, dense_of)
+        reduction = matched.matched_reduction(b, seed, options, search=False)
+        if reduction is None:
+            raise SystemExit(f"seed{seed}/matched-{matched.METHOD}: no current record; run bench.pldu first")
+        specs.append((matched.ARM, matched.METHOD, reduction, options))  # its target differs per seed
     arms = {DENSE: (dense, dense_model)}
-    for method, target, options in specs:
+    for label, method, target, options in specs:
         name, inputs, model = b.pruned_spec(seed, dense, method, target, options)
         if (record := b.store.current(name, inputs)) is None:
             raise SystemExit(f"{name}: no current record; run bench.pldu first")
-        arms[name.split("/", 1)[1]] = (record, model)
+        arms[label or name.split("/", 1)[1]] = (record, model)
     return arms
 
 

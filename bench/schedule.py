@@ -1,12 +1,13 @@
 """The order the PLDU benchmark's runs go in, on one process or several.
 
-One seed after another, whole (dense, then its control and every method x target, then
-BSDS), so a session that ends between seeds leaves nothing that needs this machine's
-models: a seed's records must all come from one machine (its dense model is not
-bit-reproducible on another CPU). With `workers` > 1, once the seed's dense model exists,
-the tuning runs, then the control and the pruned runs, then the BSDS scorings go to that
-many processes (spawned: each imports its own torch). Run with OMP_NUM_THREADS=1 so that N
-workers use N cores and every run trains with the thread count its records state.
+One seed after another, whole (dense, then its control and every method x target, the
+latency arms and HQS-L0's MAC target matched to one of them (bench.matched), then BSDS),
+so a session that ends between seeds leaves nothing that needs this machine's models: a
+seed's records must all come from one machine (its dense model is not bit-reproducible on
+another CPU). With `workers` > 1, once the seed's dense model exists, the tuning runs,
+then the control and the pruned runs, then the BSDS scorings go to that many processes
+(spawned: each imports its own torch). Run with OMP_NUM_THREADS=1 so that N workers use N
+cores and every run trains with the thread count its records state.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from bench import matched
 from bench.device_table import ensure_table
 from pipeline.pruning.costs import Target
 from pipeline.selection import failed
@@ -48,6 +50,9 @@ def run_all(b: Benchmark, dense_only: bool = False, workers: int = 1, control: b
         arms += [("pruned", seed, (method, Target("latency_reduction", share), tuned[method]))
                  for share in b.bench.latency_targets for method in b.bench.latency_methods]
         run_jobs(b, [*([("control", seed, ())] if control else []), *arms], workers)
+        if matched.METHOD in b.bench.latency_methods:  # alone: its probes are timed
+            reduction = matched.matched_reduction(b, seed, tuned[matched.METHOD])
+            run_jobs(b, [("pruned", seed, (matched.METHOD, reduction, tuned[matched.METHOD]))], workers)
         if b.bench.bsds:
             run_jobs(b, [("bsds", seed, (arm, tuned)) for arm, _ in bsds_arms(b, seed, tuned)], workers)
 

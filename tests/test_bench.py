@@ -270,3 +270,65 @@ def test_the_latency_summary_pairs_int8_with_its_own_fp32_and_checks_the_goals()
     assert met["latency target 1/4 of dense"] is True  # 3.4x, -0.2 point
     assert met["INT8 adds >= 1.8x with <= 1 further IoU point"] is False  # 2x faster but -1.4 points
     assert met["a pruned FP32 model at or under 60 ms per 540x360 image on 2 threads"] is True
+
+
+def test_the_matched_mac_target_is_bisected_to_the_reference_latency():
+    from bench.matched import bisect_reduction
+
+    def ratio_at(reduction: float) -> float:  # a model's latency falls linearly with its MAC cut
+        return (1 - reduction) / (1 - 0.8125)  # the reference's latency sits at a cut of 81.25 %
+
+    reduction, trace = bisect_reduction(ratio_at, start=0.6, low=0.5, high=0.9, tolerance=0.02, probes=8)
+    assert [p["reduction"] for p in trace] == [0.6, 0.75, 0.825, 0.7875, 0.8062, 0.8156]
+    assert reduction == 0.8156  # the first probe within 2 % of the reference's latency: the search stops
+    limited, short = bisect_reduction(ratio_at, start=0.6, low=0.5, high=0.9, tolerance=0.02, probes=2)
+    assert len(short) == 2 and limited == 0.75  # out of probes: the nearest probed one
+
+
+def test_the_latency_summary_compares_the_latency_arm_with_its_matched_mac_arm():
+    from bench.latency_summary import MATCHED, QUARTER, goals, matched_difference, matched_goal
+
+    def rows(tp: int) -> dict:
+        return {"test_counts": {"fp32": counts([tp] * 4, [10] * 4, [10] * 4)}}
+
+    for quarter_tp, matched_tp, met in ((99, 95, True), (90, 95, False)):
+        records = {seed: {"rows": {QUARTER: rows(quarter_tp), MATCHED: rows(matched_tp)}} for seed in (0, 1)}
+        difference = matched_difference(records, 200)
+        assert difference["mean"] == pytest.approx(quarter_tp / (quarter_tp + 20) - matched_tp / (matched_tp + 20))
+        by = {(QUARTER, "fp32"): {"median_ms": 35.0}, (MATCHED, "fp32"): {"median_ms": 35.5}}
+        goal = [g for g in goals([], difference) if g["goal"].startswith("the latency-targeted")]
+        assert goal[0]["met"] is None  # no rows: not measured
+        assert matched_goal(by, difference)["met"] is met
+    assert matched_difference({0: {"rows": {QUARTER: rows(90)}}}, 200) is None
+
+
+def test_a_matched_probe_prunes_the_dense_model_and_times_it_against_the_latency_arm(tmp_path, tiny_data, params,
+                                                                                     monkeypatch):
+    """bench.matched's probe on the tiny Unet, with a fake clock where latency is MACs: the
+    ratio is the probe's MACs over the reference's (here the dense model itself)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from bench import matched
+    from pipeline import speed
+    from pipeline.artifact import save_model
+    from pipeline.config import ModelCfg, PruneCfg, TrainCfg, TrainerCfg
+    from pipeline.measure import macs_and_params
+    from pipeline.models import create_model
+
+    cfg = ModelCfg.model_validate(params["model"])
+    torch.manual_seed(0)
+    save_model(create_model(cfg), tmp_path / "dense", {"model": cfg.model_dump(), "num_classes": 2, "cost_size": 64,
+                                                       "train": TrainCfg.model_validate(params["train"]).model_dump()})
+
+    def fake_time(models, reference, height, width, threads, rounds=20, **_):
+        ms = {key: macs_and_params(model, 64)[0] / 1e6 for key, (model, _) in models.items()}
+        return {key: {"median_ms": value, "times_ms": [value] * rounds} for key, value in ms.items()}
+
+    monkeypatch.setattr(speed, "time_as_onnx", fake_time)
+    prune_cfg = PruneCfg.model_validate({**params["prune"], "epochs": 1, "round_to": None})
+    b = SimpleNamespace(data=tiny_data, sections={"trainer": TrainerCfg.model_validate(params["trainer"])},
+                        prune_cfg=lambda method, options: prune_cfg)
+    ratio_at = matched._prober(b, 0, tmp_path / "dense", tmp_path / "dense", None, threads=1)
+    assert ratio_at(0.5) == pytest.approx(0.5, abs=0.02)  # HQS-L0 at -50 % MACs: half the reference's "time"
