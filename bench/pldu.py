@@ -55,7 +55,7 @@ class BenchCfg(Strict):
     latency_targets: list[float] = Field(default_factory=list)
     latency_methods: list[str] = Field(default_factory=list)
     latency_step: int = Field(8, ge=1)  # the table's grid step: use prune.round_to if it is set
-    tails: dict[str, dict[str, Any]] = Field(default_factory=dict)  # bench.tail: overrides of `model`
+    tails: dict[str, dict[str, Any]] = Field(default_factory=dict)  # bench.tail: decoder and head options
     tune_seed: int = 0
     tune_target: float = 0.75
     bootstrap: int = Field(4999, ge=100)

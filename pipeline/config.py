@@ -83,30 +83,19 @@ class PrepareCfg(Strict):
     geotiff: GeotiffCfg = GeotiffCfg()
 
 
-TAIL_KEYS = ("head_kernel_size", "head_upsampling")  # decoder options of ours, not smp's (pipeline.models)
-
-
 class ModelCfg(Strict):
     arch: str = "Unet"
     encoder: str = "resnet18"
     encoder_weights: str | None = None  # null or a local weights file; never a hub download
     encoder_depth: int = Field(5, ge=3, le=5)
     # decoder options per architecture, passed to smp: {Unet: {decoder_channels: [...]}};
-    # keyed by arch so that swapping `arch` never feeds one decoder another's options.
-    # TAIL_KEYS are ours: the full-resolution tail smp does not expose (pipeline.models.set_tail)
+    # keyed by arch so that swapping `arch` never feeds one decoder another's options
     decoder: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
-    def _arch_options(self) -> dict[str, Any]:
+    def decoder_options(self) -> dict[str, Any]:
+        """The options for this arch (case-insensitive), or {} for smp's defaults."""
         by_arch = {name.lower(): options for name, options in self.decoder.items()}
         return by_arch.get(self.arch.lower(), {})
-
-    def decoder_options(self) -> dict[str, Any]:
-        """smp's options for this arch (case-insensitive), or {} for smp's defaults."""
-        return {k: v for k, v in self._arch_options().items() if k not in TAIL_KEYS}
-
-    def tail_options(self) -> dict[str, Any]:
-        """This arch's TAIL_KEYS options."""
-        return {k: v for k, v in self._arch_options().items() if k in TAIL_KEYS}
 
 
 class TrainCfg(Strict):

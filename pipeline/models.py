@@ -43,36 +43,9 @@ def create_model(cfg: ModelCfg, num_classes: int = 2) -> nn.Module:
     except (KeyError, TypeError, ValueError, AssertionError) as err:
         options = cfg.decoder_options()
         raise PipelineError(f"model: cannot build {cfg.arch}-{cfg.encoder} with {options}: {err}") from None
-    if tail := cfg.tail_options():
-        set_tail(model, cfg.arch, **tail)
     if cfg.encoder_weights:
         load_encoder_weights(model, Path(cfg.encoder_weights))
     return model
-
-
-class _Skip(nn.Module):
-    """A dropped decoder block: passes its input through."""
-
-    def forward(self, x: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
-        return x
-
-
-def set_tail(model: nn.Module, arch: str, head_kernel_size: int = 3, head_upsampling: int = 1) -> None:
-    """The full-resolution tail smp fixes: the head conv's kernel (smp: 3x3; a 1x1 head costs
-    a ninth at full resolution) and, with `head_upsampling` 2 (Unet only), the last decoder
-    block dropped and the head predicting at half resolution, upsampled bilinearly: the two
-    full-resolution convs are the largest cost pruning cannot reach. Changed layers start fresh."""
-    if head_kernel_size < 1 or head_kernel_size % 2 == 0:
-        raise PipelineError(f"model.decoder.{arch}.head_kernel_size: {head_kernel_size} must be an odd number >= 1")
-    if head_upsampling not in (1, 2) or (head_upsampling == 2 and arch.lower() != "unet"):
-        raise PipelineError(f"model.decoder.{arch}.head_upsampling: {head_upsampling}; 1, or 2 for Unet only")
-    head = model.segmentation_head[0]
-    channels = head.in_channels
-    if head_upsampling == 2:
-        model.decoder.blocks[-1] = _Skip()
-        channels = model.decoder.blocks[-2].conv2[0].out_channels
-    model.segmentation_head = smp.base.SegmentationHead(channels, head.out_channels, head_kernel_size,
-                                                        upsampling=head_upsampling)
 
 
 def load_encoder_weights(model: nn.Module, path: Path) -> None:

@@ -334,38 +334,43 @@ def test_a_matched_probe_prunes_the_dense_model_and_times_it_against_the_latency
     assert ratio_at(0.5) == pytest.approx(0.5, abs=0.02)  # HQS-L0 at -50 % MACs: half the reference's "time"
 
 
-def test_a_tail_run_transplants_the_dense_model_and_the_tail_prunes_and_reloads(tmp_path, tiny_data, params):
+def test_a_tail_run_transplants_the_dense_model_into_a_half_resolution_head(tmp_path, tiny_data, params):
     """bench.tail on the tiny Unet: a half-resolution 1x1 head takes every dense tensor of
-    the same shape (only the head's kernel starts fresh), trains, reloads with its tail, and
-    prunes like any model."""
+    the same shape (only the head's kernel starts fresh; the last decoder block is gone),
+    trains as long as the control and predicts at full size."""
     from types import SimpleNamespace
 
     import torch
 
     from bench.tail import tail_run
-    from pipeline.artifact import load_model, save_model
+    from pipeline.artifact import save_model
     from pipeline.config import FinetuneCfg, ModelCfg, PruneCfg, TrainCfg, TrainerCfg
     from pipeline.models import create_model
-    from pipeline.pruning.run import prune
 
     cfg = ModelCfg.model_validate(params["model"])
     torch.manual_seed(0)
     dense = tmp_path / "dense"
     save_model(create_model(cfg), dense, {"model": cfg.model_dump(), "num_classes": 2, "cost_size": 64,
                                           "train": TrainCfg.model_validate(params["train"]).model_dump()})
-    channels = cfg.decoder_options()["decoder_channels"]
-    tail = {"decoder": {"Unet": {"decoder_channels": channels, "head_upsampling": 2, "head_kernel_size": 1}}}
     sections = {"model": cfg, "trainer": TrainerCfg.model_validate(params["trainer"]),
                 "prune": PruneCfg.model_validate(params["prune"]),
                 "finetune": FinetuneCfg.model_validate(params["finetune"])}
     b = SimpleNamespace(dense_spec=lambda seed: (None, None, dense), sections=sections, data=tiny_data,
-                        bench=SimpleNamespace(tails={"half_head1": tail}))
+                        bench=SimpleNamespace(tails={"half_head1": {"head_upsampling": 2, "head_kernel_size": 1}}))
     record = tail_run(b, 0, "half_head1", tmp_path / "tail")
-    assert record["fresh"] == ["segmentation_head.0.weight"] and record["epochs"] >= 1 and record["test_counts"]
-    model, card = load_model(tmp_path / "tail" / "model")
-    assert model.segmentation_head[0].kernel_size == (1, 1) and model(torch.zeros(1, 3, 64, 64)).shape[-2:] == (64, 64)
-    prune_cfg = PruneCfg.model_validate({**params["prune"], "round_to": None})
-    pruned, _, pruned_record = prune(tmp_path / "tail" / "model", tiny_data, "magnitude", 0.5, prune_cfg,
-                                     sections["trainer"], 0, tmp_path / "logs")
-    assert abs(pruned_record["achieved_reduction"] - 0.5) <= 0.02
-    assert pruned(torch.zeros(1, 3, 64, 64)).shape[-2:] == (64, 64)
+    assert record["fresh"] == ["segmentation_head.0.weight"]
+    assert record["epochs"] == sections["prune"].epochs + sections["finetune"].epochs
+    assert len(record["test_counts"]["tp"]) == 4  # the tiny set's test images, at full size
+    state = torch.load(tmp_path / "tail" / "model" / "model.pt", weights_only=True)
+    assert state["segmentation_head.0.weight"].shape[-2:] == (1, 1)
+    assert not any(k.startswith("decoder.blocks.4.") for k in state)  # the full-resolution block is gone
+
+
+@pytest.mark.parametrize("options", [{"head_kernel_size": 2}, {"head_upsampling": 4}])
+def test_a_bad_tail_fails_naming_the_option(options):
+    from bench.tail import set_head
+    from pipeline.config import ModelCfg
+    from pipeline.models import create_model
+
+    with pytest.raises(SystemExit, match="bench.tails: head_kernel_size"):
+        set_head(create_model(ModelCfg()), **options)

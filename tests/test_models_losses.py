@@ -93,27 +93,3 @@ def test_metrics_on_hand_computed_masks_with_ignore_and_padding():
     low = line_scores(counts, 0.15)
     assert float(low["recall"]) == pytest.approx(1.0)
     assert float(low["precision"]) == pytest.approx(3 / 6)
-
-
-TINY_UNET = [16, 16, 8, 8, 8]
-
-
-def test_the_tail_options_set_the_head_kernel_and_half_resolution_head():
-    def build(**tail):
-        return create_model(ModelCfg(decoder={"Unet": {"decoder_channels": TINY_UNET, **tail}}))
-
-    plain, one, half = build(), build(head_kernel_size=1), build(head_upsampling=2, head_kernel_size=1)
-    assert plain.segmentation_head[0].kernel_size == (3, 3) and one.segmentation_head[0].kernel_size == (1, 1)
-    x = torch.zeros(1, 3, 64, 96)
-    assert plain(x).shape == one(x).shape == half(x).shape == (1, 1, 64, 96)
-    last_block = {k for k in plain.state_dict() if k.startswith("decoder.blocks.4.")}
-    assert last_block and not last_block & set(half.state_dict())  # the full-resolution block is gone
-    assert ModelCfg(decoder={"Unet": {"decoder_channels": TINY_UNET, "head_upsampling": 2}}).decoder_options() == {
-        "decoder_channels": TINY_UNET}  # smp never sees our keys
-
-
-@pytest.mark.parametrize(("arch", "tail", "says"), [("Unet", {"head_kernel_size": 2}, "odd number"),
-                                                    ("FPN", {"head_upsampling": 2}, "Unet only")])
-def test_a_bad_tail_option_fails_naming_the_key(arch, tail, says):
-    with pytest.raises(PipelineError, match=f"model.decoder.{arch}.head_.*{says}"):
-        create_model(ModelCfg(arch=arch, decoder={arch: tail}))
