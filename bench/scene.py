@@ -43,7 +43,7 @@ _PEAK = ("import json, sys; from pipeline.predict import main; from pipeline.mem
 
 def make_scene(path: Path, size: int, seed: int = 0) -> Path:
     """A size x size synthetic RGB GeoTIFF, written strip by strip (memory ~ one strip)."""
-    from pipeline.data.sources.synthetic import generate_scene
+    from pipeline.data.sources.scenes import generate_scene
 
     if path.exists():
         return path

@@ -9,7 +9,8 @@ from sklearn.linear_model import LogisticRegression
 
 from pipeline.config import SyntheticCfg
 from pipeline.data.sources.base import BACKGROUND, LINE, TOWER
-from pipeline.data.sources.synthetic import SyntheticSource, generate_scene
+from pipeline.data.sources.scenes import generate_scene
+from pipeline.data.sources.synthetic import SyntheticSource
 from pipeline.data.sources.wires import render_wires
 from pipeline.errors import DataError, PipelineError
 
