@@ -17,18 +17,15 @@ by its models' hashes, this code and this machine: run it in slices like bench.p
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from bench import matched
 from bench.device_table import SIZE
+from bench.latency_run import DENSE, measure_seed
 from bench.pldu import Benchmark, open_records, preset_arguments
 from bench.records import RecordStore, code_hash, config_hash
 from pipeline.pruning.costs import Target
-
-DENSE = "dense"
 
 
 def arms_of(b: Benchmark, seed: int) -> dict[str, tuple[dict[str, Any], Path]]:
@@ -59,46 +56,13 @@ def arms_of(b: Benchmark, seed: int) -> dict[str, tuple[dict[str, Any], Path]]:
     return arms
 
 
-def measure_seed(arms: dict[str, tuple[dict[str, Any], Path]], data: Path, threads: int, rounds: int
-                 ) -> dict[str, Any]:
-    """Per arm: FP32 and (if accepted) INT8 files' median ms, paired speed-ups over dense FP32,
-    INT8 over its own FP32, the INT8 check's record and the test counts of both formats."""
-    from pipeline.artifact import load_model
-    from pipeline.export import export_onnx
-    from pipeline.int8 import onnx_counts, quantize_checked
-    from pipeline.sections import QuantizeCfg
-    from pipeline.speed import interleaved, onnx_runner, paired_ratio
-
-    rows: dict[str, dict[str, Any]] = {}
-    with tempfile.TemporaryDirectory(prefix="latency-bench-") as tmp:
-        files = {}
-        for number, (arm, (_, folder)) in enumerate(arms.items()):
-            model, card = load_model(folder)
-            fp32, int8 = Path(tmp) / f"{number}.onnx", Path(tmp) / f"{number}.int8.onnx"
-            export_onnx(model, card, fp32, *SIZE, dynamic=False)
-            check = quantize_checked(fp32, int8, data, QuantizeCfg())
-            files[arm] = {"fp32": fp32, **({"int8": int8} if check["accepted"] else {})}
-            rows[arm] = {"int8_check": {k: check[k] for k in ("accepted", "kept_fp32", "val_iou", "outcome")},
-                         "test_counts": {fmt: onnx_counts(path, data, "test") for fmt, path in files[arm].items()}}
-        runners = {(arm, fmt): onnx_runner(path, *SIZE, threads) for arm, pair in files.items()
-                   for fmt, path in pair.items()}
-        load_before = os.getloadavg()[0]
-        timed = interleaved(runners, (DENSE, "fp32"), rounds=rounds, desc="latency")
-        load_after = os.getloadavg()[0]
-    for (arm, fmt), figures in timed.items():
-        rows[arm][fmt] = {"median_ms": figures["median_ms"], "speedup": figures["speedup"]}
-        if fmt == "int8":
-            rows[arm]["int8"]["x_fp32"] = paired_ratio(timed[arm, "fp32"]["times_ms"], figures["times_ms"])
-    return {"rows": rows, "load_average": [load_before, load_after], "threads": threads, "rounds": rounds}
-
-
 def seed_record(b: Benchmark, store: RecordStore, seed: int, threads: int, rounds: int, measure: bool = True
                 ) -> dict[str, Any] | None:
     """The seed's record in `store`, measured again (unless `measure` is False) when its
     models, this code or the timing settings changed. The machine is recorded, not keyed:
     the summary says where each seed was timed."""
     arms = arms_of(b, seed)
-    inputs = {"code": code_hash("bench.latency"), "data": b.data_hash,
+    inputs = {"code": code_hash("bench.latency_run"), "data": b.data_hash,
               "start": config_hash({arm: record["model_hash"] for arm, (record, _) in arms.items()}),
               "config": config_hash([threads, rounds, SIZE])}
     name = f"seed{seed}"

@@ -8,12 +8,12 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from bench.latency_run import DENSE
 from bench.matched import ARM as MATCHED  # HQS-L0 at the MAC target of QUARTER's measured latency
 from bench.records import ROOT, environment
 from bench.stats import mean_std, paired_bca
 from pipeline.scoring import scores
 
-DENSE = "dense"
 QUARTER = "hqs_l0-latency0.75"  # the goals' model: HQS-L0 at a quarter of the dense latency
 
 

@@ -8,7 +8,8 @@ MAC target (the sparsifying phase only: fine-tuning changes no shape) and times 
 ONNX export against the latency arm's model, interleaved, as a paired ratio. The probe
 closest to the same latency wins; its MAC target then runs as an ordinary pruned arm (the
 same fine-tuning budget as every arm). The probes' trace is a record of its own, keyed by
-the dense model, the latency arm's model, this code and the search settings.
+the dense model, the latency arm's model, this code and the search settings. `b` is the
+PLDU benchmark (bench.pldu.Benchmark), not imported: its bookkeeping is not in this code's hash.
 """
 
 from __future__ import annotations
@@ -16,14 +17,11 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bench.device_table import SIZE
 from bench.records import code_hash
 from pipeline.pruning.costs import Target
-
-if TYPE_CHECKING:
-    from bench.pldu import Benchmark
 
 METHOD = "hqs_l0"
 ARM = f"{METHOD}-matched"  # its name in bench.latency (the MAC target differs per seed)
@@ -53,12 +51,12 @@ def bisect_reduction(ratio_at: Callable[[float], float], start: float, low: floa
     return best["reduction"], trace
 
 
-def reference_target(b: Benchmark) -> Target:
+def reference_target(b: Any) -> Target:
     """The latency arm the MAC target is matched to: HQS-L0 at the largest latency target."""
     return Target("latency_reduction", max(b.bench.latency_targets))
 
 
-def matched_spec(b: Benchmark, seed: int, options: dict[str, Any] | None) -> tuple[str, dict[str, str]]:
+def matched_spec(b: Any, seed: int, options: dict[str, Any] | None) -> tuple[str, dict[str, str]]:
     """The probes' record: its name and inputs (the dense model and the latency arm's model,
     whose record must be current)."""
     dense = b.dense(seed)
@@ -71,7 +69,7 @@ def matched_spec(b: Benchmark, seed: int, options: dict[str, Any] | None) -> tup
     return f"seed{seed}/matched-{METHOD}", inputs
 
 
-def matched_reduction(b: Benchmark, seed: int, options: dict[str, Any] | None = None, threads: int = 2,
+def matched_reduction(b: Any, seed: int, options: dict[str, Any] | None = None, threads: int = 2,
                       search: bool = True) -> float | None:
     """The seed's matched MAC target: from its current record, else (with `search`) found
     now; the dense model and the latency arm's model must then be on this machine."""
@@ -90,7 +88,7 @@ def matched_reduction(b: Benchmark, seed: int, options: dict[str, Any] | None = 
     return reduction
 
 
-def _prober(b: Benchmark, seed: int, dense_folder: Path, reference_folder: Path, options: dict[str, Any] | None,
+def _prober(b: Any, seed: int, dense_folder: Path, reference_folder: Path, options: dict[str, Any] | None,
             threads: int) -> Callable[[float], float]:
     """ratio_at(reduction): HQS-L0's pruned model at that MAC target, timed against the reference."""
     from pipeline.artifact import load_model

@@ -5,10 +5,10 @@ full image size and keep their cost whatever the encoder loses. Each tail in `be
 is smp decoder options over the preset's (the last blocks' widths, the upsampling mode)
 plus two head options smp fixes: `head_kernel_size` (smp: 3) and `head_upsampling: 2` (the
 last, full-resolution decoder block dropped and the head predicting at half resolution,
-upsampled bilinearly). The head options are surgery done here, not yet a `model` option of
-the pipeline: the PLDU benchmark's records hash the pipeline code they ran, and a tail that
-wins becomes a baseline candidate once those records are complete. Each tail is measured
-two ways:
+upsampled bilinearly). The head options are surgery (bench/tail_models.py), not yet a
+`model` option of the pipeline: the PLDU benchmark's records hash the pipeline code they
+ran, and a tail that wins becomes a baseline candidate once those records are complete.
+Each tail is measured two ways:
 
 - latency: every tail and the preset's own architecture exported at 384x544 (static input)
   and timed interleaved on this machine (2 threads): medians and paired speed-ups;
@@ -29,95 +29,19 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-
-from bench.device_table import SIZE
 from bench.pldu import Benchmark, open_records, preset_arguments
 from bench.records import RecordStore, code_hash, config_hash, weights_hash
-from pipeline.config import ModelCfg
+from bench.tail_models import ROUNDS, SIZE, THREADS, tail_run, time_tails
 
-REFERENCE = "preset"  # the preset's own tail, in the latency record
-THREADS, ROUNDS = 2, 30
 MIN_SPEEDUP = 1.05  # a tail that buys less than 5 % is not worth a candidate: its accuracy is not trained
-HEAD_KEYS = ("head_kernel_size", "head_upsampling")
-
-
-class _Skip(nn.Module):
-    """A dropped decoder block: passes its input through."""
-
-    def forward(self, x: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
-        return x
-
-
-def set_head(model: nn.Module, head_kernel_size: int = 3, head_upsampling: int = 1) -> None:
-    """Give an smp Unet's head a `head_kernel_size` conv; with `head_upsampling` 2, drop the
-    last decoder block and predict at half resolution, upsampled bilinearly."""
-    import segmentation_models_pytorch as smp
-
-    if head_kernel_size < 1 or head_kernel_size % 2 == 0 or head_upsampling not in (1, 2):
-        raise SystemExit(f"bench.tails: head_kernel_size {head_kernel_size} must be odd, head_upsampling "
-                         f"{head_upsampling} 1 or 2")
-    head = model.segmentation_head[0]
-    channels = head.in_channels
-    if head_upsampling == 2:
-        model.decoder.blocks[-1] = _Skip()
-        channels = model.decoder.blocks[-2].conv2[0].out_channels
-    model.segmentation_head = smp.base.SegmentationHead(channels, head.out_channels, head_kernel_size,
-                                                        upsampling=head_upsampling)
-
-
-def tail_model(b: Benchmark, tail: str, num_classes: int = 2) -> tuple[nn.Module, ModelCfg]:
-    """The tail's model (fresh weights) and the smp part of its config."""
-    from pipeline.models import create_model
-
-    options = b.bench.tails[tail]
-    model_cfg: ModelCfg = b.sections["model"]
-    smp_options = {**model_cfg.decoder_options(), **{k: v for k, v in options.items() if k not in HEAD_KEYS}}
-    cfg = model_cfg.model_copy(update={"decoder": {model_cfg.arch: smp_options}})
-    model = create_model(cfg, num_classes)
-    set_head(model, **{k: v for k, v in options.items() if k in HEAD_KEYS})
-    return model, cfg
-
-
-def transplant(dense: nn.Module, variant: nn.Module) -> list[str]:
-    """Copy into `variant` every tensor of `dense` with the same name and shape; the names of
-    the variant's tensors left as initialised."""
-    own, source = variant.state_dict(), dense.state_dict()
-    shared = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
-    variant.load_state_dict(shared, strict=False)
-    return sorted(k for k in own if k not in shared)
-
-
-def tail_run(b: Benchmark, seed: int, tail: str, folder: Path) -> dict[str, Any]:
-    """The seed's dense model in `tail`, trained like the control; the record body."""
-    from bench.dense import scored, training_macs
-    from pipeline.artifact import load_model
-    from pipeline.config import TrainCfg
-    from pipeline.measure import macs_and_params
-    from pipeline.train import fit
-
-    dense, card = load_model(b.dense_spec(seed)[2])
-    model, cfg = tail_model(b, tail, card.num_classes)
-    fresh = transplant(dense, model)
-    epochs = b.sections["prune"].epochs + b.sections["finetune"].epochs
-    train = TrainCfg.model_validate({**card.train.model_dump(), "epochs": epochs, "lr": b.sections["finetune"].lr})
-    started = time.time()
-    result = fit(cfg, train, b.sections["trainer"], b.data, folder / "logs", seed, card.num_classes, model=model)
-    (folder / "model").mkdir(parents=True, exist_ok=True)  # weights only: load_model cannot rebuild the head
-    torch.save(result.module.model.state_dict(), folder / "model" / "model.pt")
-    macs, params = macs_and_params(result.module.model, card.cost_size)
-    return {"arm": "tail", "tail": tail, "seed": seed, "options": b.bench.tails[tail], "fresh": fresh,
-            **scored(result, b.data, folder / "logs"), "gmacs": macs / 1e9, "mparams": params / 1e6,
-            "seconds": time.time() - started, "train_tmacs": training_macs(macs / 1e9, b.data, train, result.epochs)}
+RUN_CODE = "bench.tail_models"  # what a record's code hash covers
 
 
 def tail_spec(b: Benchmark, dense: dict[str, Any], tail: str) -> tuple[str, dict[str, str]]:
     """A tail run's record name and inputs (the seed's dense model, the sections it reads)."""
-    inputs = b.inputs("bench.tail", dense["model_hash"], ("model", "train", "trainer", "prune", "finetune"),
+    inputs = b.inputs(RUN_CODE, dense["model_hash"], ("model", "train", "trainer", "prune", "finetune"),
                       b.bench.tails[tail], dense["seed"])
     return f"seed{dense['seed']}/tail-{tail}", inputs
 
@@ -131,28 +55,20 @@ def run_tail(b: Benchmark, store: RecordStore, seed: int, tail: str) -> dict[str
     b.dense(seed, need_model=True)
     folder = b.work / name
     print(f"{time.strftime('%H:%M:%S')} {name}: running", flush=True)
-    body = tail_run(b, seed, tail, folder)
-    return store.save(name, inputs, {**body, "model_hash": weights_hash(folder / "model")})
+    body = tail_run(b.sections, b.data, b.dense_spec(seed)[2], folder, seed, b.bench.tails[tail])
+    return store.save(name, inputs, {**body, "tail": tail, "model_hash": weights_hash(folder / "model")})
 
 
 def latency_record(b: Benchmark, store: RecordStore) -> dict[str, Any]:
-    """Every tail and the preset's tail, untrained (weights do not change the time), exported
-    at 384x544 and timed interleaved here; reused while the tails and this machine are the same."""
+    """The tails' timing (tail_models.time_tails), reused while the tails, the preset's model
+    and this machine's CPU are the same."""
     from pipeline.machine import fingerprint
-    from pipeline.measure import macs_and_params
-    from pipeline.models import create_model
-    from pipeline.speed import time_as_onnx
 
-    inputs = {"code": code_hash("bench.tail"), "config": config_hash([b.sections["model"].model_dump(), b.bench.tails,
-                                                                       SIZE, THREADS, ROUNDS, fingerprint()["cpu"]])}
+    inputs = {"code": code_hash(RUN_CODE), "config": config_hash([b.sections["model"].model_dump(), b.bench.tails,
+                                                                   SIZE, THREADS, ROUNDS, fingerprint()["cpu"]])}
     if (record := store.current("latency", inputs)) is not None:
         return record
-    models = {REFERENCE: (create_model(b.sections["model"]).eval(), None),
-              **{tail: (tail_model(b, tail)[0].eval(), None) for tail in b.bench.tails}}
-    timed = time_as_onnx(models, REFERENCE, *SIZE, THREADS, rounds=ROUNDS, desc="tails")
-    rows = {name: {"median_ms": timed[name]["median_ms"], "speedup": timed[name]["speedup"],
-                   "gmacs": macs_and_params(model, *SIZE)[0] / 1e9} for name, (model, _) in models.items()}
-    return store.save("latency", inputs, {"size": SIZE, "threads": THREADS, "rounds": ROUNDS, "rows": rows})
+    return store.save("latency", inputs, time_tails(b.sections["model"], b.bench.tails))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -125,6 +125,16 @@ def test_a_run_hashes_the_code_it_imports_but_not_the_method_list():
     assert "bench/summary.py" not in files and "bench/records.py" not in files
 
 
+@pytest.mark.parametrize("run", ["bench.dense", "bench.pruned", "bench.bsds", "bench.matched", "bench.tail_models",
+                                 "bench.latency_run"])
+def test_a_record_hashes_its_run_not_the_benchmark_bookkeeping(run):
+    """Editing bench.pldu (names, scheduling, summaries) must not make every seed's records
+    stale: a seed's models are on one machine only, so stale records could not be re-run."""
+    files = {str(p) for p in module_files(run)}
+    assert f"{run.replace('.', '/')}.py" in files
+    assert not files & {"bench/pldu.py", "bench/schedule.py", "bench/summary.py", "bench/latency.py", "bench/tail.py"}
+
+
 def test_bca_interval_excludes_zero_for_a_consistent_gain_and_pools_seeds():
     rng = np.random.default_rng(1)
     tp = rng.integers(50, 100, 20).tolist()
@@ -338,11 +348,9 @@ def test_a_tail_run_transplants_the_dense_model_into_a_half_resolution_head(tmp_
     """bench.tail on the tiny Unet: a half-resolution 1x1 head takes every dense tensor of
     the same shape (only the head's kernel starts fresh; the last decoder block is gone),
     trains as long as the control and predicts at full size."""
-    from types import SimpleNamespace
-
     import torch
 
-    from bench.tail import tail_run
+    from bench.tail_models import tail_run
     from pipeline.artifact import save_model
     from pipeline.config import FinetuneCfg, ModelCfg, PruneCfg, TrainCfg, TrainerCfg
     from pipeline.models import create_model
@@ -355,9 +363,7 @@ def test_a_tail_run_transplants_the_dense_model_into_a_half_resolution_head(tmp_
     sections = {"model": cfg, "trainer": TrainerCfg.model_validate(params["trainer"]),
                 "prune": PruneCfg.model_validate(params["prune"]),
                 "finetune": FinetuneCfg.model_validate(params["finetune"])}
-    b = SimpleNamespace(dense_spec=lambda seed: (None, None, dense), sections=sections, data=tiny_data,
-                        bench=SimpleNamespace(tails={"half_head1": {"head_upsampling": 2, "head_kernel_size": 1}}))
-    record = tail_run(b, 0, "half_head1", tmp_path / "tail")
+    record = tail_run(sections, tiny_data, dense, tmp_path / "tail", 0, {"head_upsampling": 2, "head_kernel_size": 1})
     assert record["fresh"] == ["segmentation_head.0.weight"]
     assert record["epochs"] == sections["prune"].epochs + sections["finetune"].epochs
     assert len(record["test_counts"]["tp"]) == 4  # the tiny set's test images, at full size
@@ -368,7 +374,7 @@ def test_a_tail_run_transplants_the_dense_model_into_a_half_resolution_head(tmp_
 
 @pytest.mark.parametrize("options", [{"head_kernel_size": 2}, {"head_upsampling": 4}])
 def test_a_bad_tail_fails_naming_the_option(options):
-    from bench.tail import set_head
+    from bench.tail_models import set_head
     from pipeline.config import ModelCfg
     from pipeline.models import create_model
 
