@@ -59,14 +59,16 @@ def run_tail(b: Benchmark, store: RecordStore, seed: int, tail: str) -> dict[str
     return store.save(name, inputs, {**body, "tail": tail, "model_hash": weights_hash(folder / "model")})
 
 
-def latency_record(b: Benchmark, store: RecordStore) -> dict[str, Any]:
-    """The tails' timing (tail_models.time_tails), reused while the tails, the preset's model
-    and this machine's CPU are the same."""
-    from pipeline.machine import fingerprint
+def latency_inputs(b: Benchmark) -> dict[str, str]:
+    """What the tails' timing depends on: this code, the preset's model and the tails (the
+    machine is recorded in it, not keyed, as in bench.latency)."""
+    return {"code": code_hash(RUN_CODE),
+            "config": config_hash([b.sections["model"].model_dump(), b.bench.tails, SIZE, THREADS, ROUNDS])}
 
-    inputs = {"code": code_hash(RUN_CODE), "config": config_hash([b.sections["model"].model_dump(), b.bench.tails,
-                                                                   SIZE, THREADS, ROUNDS, fingerprint()["cpu"]])}
-    if (record := store.current("latency", inputs)) is not None:
+
+def latency_record(b: Benchmark, store: RecordStore) -> dict[str, Any]:
+    """The tails' timing (tail_models.time_tails): the current record, else timed now."""
+    if (record := store.current("latency", inputs := latency_inputs(b))) is not None:
         return record
     return store.save("latency", inputs, time_tails(b.sections["model"], b.bench.tails))
 

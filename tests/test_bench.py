@@ -380,3 +380,29 @@ def test_a_bad_tail_fails_naming_the_option(options):
 
     with pytest.raises(SystemExit, match="bench.tails: head_kernel_size"):
         set_head(create_model(ModelCfg()), **options)
+
+
+@pytest.mark.parametrize(("val_drops", "wins"), [((0.005, 0.008), True), ((0.005, 0.02), False)])
+def test_a_tail_wins_when_faster_and_within_reach_of_the_control_on_every_seed(tmp_path, val_drops, wins):
+    from bench.pldu import Benchmark
+    from bench.tail import latency_inputs, tail_spec
+    from bench.tail_summary import tail_rows
+
+    bench, sections = load_config(ROOT / "bench" / "pldu.yaml")
+    bench = bench.model_copy(update={"seeds": [0, 1], "tails": {"half": {"head_upsampling": 2}}})
+    (tmp_path / "data").mkdir()
+    b = Benchmark(bench, sections, tmp_path / "data", tmp_path / "work", tmp_path / "records")
+    store = RecordStore(tmp_path / "tail")
+    for seed, drop in zip((0, 1), val_drops, strict=True):
+        name, inputs, _ = b.dense_spec(seed)
+        dense = b.store.save(name, inputs, {"seed": seed, "model_hash": str(seed) * 16, "val_score": 0.5})
+        name, inputs, _ = b.control_spec(seed, dense)
+        control, tail = counts([90] * 4, [10] * 4, [10] * 4), counts([85] * 4, [12] * 4, [12] * 4)
+        b.store.save(name, inputs, {"seed": seed, "val_score": 0.5, "test_counts": control})
+        store.save(*tail_spec(b, dense, "half"), {"val_score": 0.5 - drop, "test_counts": tail})
+    timing = {"preset": {"median_ms": 80.0, "speedup": 1.0}, "half": {"median_ms": 68.0, "speedup": 1.18}}
+    latency = store.save("latency", latency_inputs(b), {"rows": timing})
+    rows = {r["tail"]: r for r in tail_rows(b, store, latency)}
+    assert rows["half"]["winner"] is wins and rows["half"]["ms_saved"] == pytest.approx(12.0)
+    assert rows["half"]["iou_vs_control"]["mean"] == pytest.approx(85 / 109 - 90 / 110)
+    assert rows["preset"]["seeds"] == [0, 1] and "winner" not in rows["preset"]
