@@ -81,11 +81,29 @@ def matched_reduction(b: Any, seed: int, options: dict[str, Any] | None = None, 
     reference = b.pruned(seed, METHOD, target, options, need_model=True)
     arm, _, reference_folder = b.pruned_spec(seed, b.dense(seed), METHOD, target, options)
     print(f"{name}: bisecting the MAC target on measured latency against {arm}", flush=True)
-    ratio_at = _prober(b, seed, b.dense_spec(seed)[2], reference_folder, options, threads)
-    reduction, trace = bisect_reduction(ratio_at, reference["macs_reduction"])
+    dense_folder = b.dense_spec(seed)[2]
+    high = min(BRACKET[1], reachable(dense_folder, b.prune_cfg(METHOD, options)))
+    ratio_at = _prober(b, seed, dense_folder, reference_folder, options, threads)
+    reduction, trace = bisect_reduction(ratio_at, reference["macs_reduction"], high=high)
     b.store.save(name, inputs, {"seed": seed, "method": METHOD, "reference": arm, "reduction": reduction,
-                                "probes": trace, "threads": threads})
+                                "probes": trace, "bracket": [BRACKET[0], high], "threads": threads})
     return reduction
+
+
+def reachable(dense_folder: Path, cfg: Any) -> float:
+    """The largest MAC reduction the prune settings `cfg` allow on the dense model (round_to
+    and the layer cap bound it: 79 % for the PLDU preset at round_to 16), a little under it
+    so that the target stays reachable after rounding."""
+    import torch
+
+    from pipeline.artifact import load_model
+    from pipeline.pruning.removal import largest_reduction
+    from pipeline.pruning.templates import attach_templates
+
+    model, card = load_model(dense_folder)
+    templates = attach_templates(model, torch.zeros(1, 3, card.cost_size, card.cost_size))
+    templates.round_to, templates.max_removed = cfg.round_to, cfg.max_layer_pruning
+    return round(largest_reduction(templates) - 0.001, 4)
 
 
 def _prober(b: Any, seed: int, dense_folder: Path, reference_folder: Path, options: dict[str, Any] | None,

@@ -342,6 +342,8 @@ def test_a_matched_probe_prunes_the_dense_model_and_times_it_against_the_latency
                         prune_cfg=lambda method, options: prune_cfg)
     ratio_at = matched._prober(b, 0, tmp_path / "dense", tmp_path / "dense", None, threads=1)
     assert ratio_at(0.5) == pytest.approx(0.5, abs=0.02)  # HQS-L0 at -50 % MACs: half the reference's "time"
+    coarse = PruneCfg.model_validate({**params["prune"], "round_to": 8})
+    assert 0.5 < matched.reachable(tmp_path / "dense", coarse) < matched.reachable(tmp_path / "dense", prune_cfg) < 1
 
 
 def test_a_tail_run_transplants_the_dense_model_into_a_half_resolution_head(tmp_path, tiny_data, params):
