@@ -387,8 +387,7 @@ def test_a_bad_tail_fails_naming_the_option(options):
 @pytest.mark.parametrize(("val_drops", "wins"), [((0.005, 0.008), True), ((0.005, 0.02), False)])
 def test_a_tail_wins_when_faster_and_within_reach_of_the_control_on_every_seed(tmp_path, val_drops, wins):
     from bench.pldu import Benchmark
-    from bench.tail import latency_inputs, tail_spec
-    from bench.tail_summary import tail_rows
+    from bench.tail import latency_inputs, tail_rows, tail_spec
 
     bench, sections = load_config(ROOT / "bench" / "pldu.yaml")
     bench = bench.model_copy(update={"seeds": [0, 1], "tails": {"half": {"head_upsampling": 2}}})
