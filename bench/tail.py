@@ -124,7 +124,8 @@ def markdown(result: dict[str, Any]) -> str:
         d = r.get("iou_vs_control")
         diff = "" if d is None else f"{d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
         fig = {k: f"{r[k]['mean']:.3f} ± {r[k]['std']:.3f}" if k in r else "-" for k in ("val_score", "iou", "tol_f1")}
-        verdict = {True: "yes", False: "no", None: "not trained"}[r.get("winner")]
+        untrained = "not trained" if r.get("speedup", 0) < MIN_SPEEDUP else "no control yet"
+        verdict = {True: "yes", False: "no", None: untrained}[r.get("winner")]
         winner = "control" if r["tail"] == REFERENCE else verdict
         lines.append(f"| {r['tail']} | {r.get('gmacs', 0):.2f} | {r.get('median_ms', 0):.1f} | {r['ms_saved']:.1f} | "
                      f"{r.get('speedup', 0):.2f}x | {len(r['seeds'])} | {fig['val_score']} | {fig['iou']} | {diff} | "
