@@ -36,7 +36,9 @@ def test_manifest_records_sizes_fractions_source_and_seed(tiny_data):
     assert manifest["source"] == "synthetic" and manifest["seed"] == 0
     assert manifest["files"][0]["height"] == 64 and manifest["files"][0]["width"] == 64
     fractions = manifest["splits"]["train"]["fractions"]
-    assert 0.002 < fractions["line"] < 0.06 and sum(fractions.values()) == pytest.approx(1.0)
+    # a minority of line pixels: the wires renderer's 1-8 px conductors cover ~10 % of a 64 px
+    # tiny image (3.6 % at the default 192 px); realistic density is test_synthetic's and test_wires'
+    assert 0.002 < fractions["line"] < 0.2 and sum(fractions.values()) == pytest.approx(1.0)
 
 
 def test_towers_are_background_unless_enabled(tmp_path):
