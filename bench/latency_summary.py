@@ -110,7 +110,8 @@ def goals(rows: list[dict[str, Any]], matched_iou: dict[str, Any] | None = None)
 def markdown(result: dict[str, Any]) -> str:
     """The table, the goals and where it ran."""
     lines = ["# Latency benchmark (issue 15)", "",
-             f"ONNX Runtime {result['versions'].get('onnxruntime')}, batch 1 at 384x544, {result['threads']} "
+             f"ONNX Runtime {result['versions'].get('onnxruntime')}, batch 1 at 384x544 (dynamic-axes exports, as "
+             f"the export stage ships them), {result['threads']} "
              f"threads, every seed's models interleaved; seeds {result['seeds']} timed on "
              f"{', '.join(sorted(result['machines']))}. Medians over seeds; test IoU in ONNX Runtime, mean ± sd "
              "over seeds, its difference (FP32: vs dense FP32; INT8: vs the same model's FP32) with a paired BCa "
