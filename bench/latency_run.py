@@ -31,7 +31,7 @@ def measure_seed(arms: dict[str, tuple[dict[str, Any], Path]], data: Path, threa
             model, card = load_model(folder)
             fp32, int8 = Path(tmp) / f"{number}.onnx", Path(tmp) / f"{number}.int8.onnx"
             # dynamic axes, as the export stage ships: some PLDU photos are portrait, and a static
-            # 384x544 file could not score them (dense: ~93 ms dynamic against ~81 ms static here)
+            # 384x544 file could not score them
             export_onnx(model, card, fp32, *SIZE, dynamic=True)
             check = quantize_checked(fp32, int8, data, QuantizeCfg())
             files[arm] = {"fp32": fp32, **({"int8": int8} if check["accepted"] else {})}

@@ -12,6 +12,7 @@ from bench.latency_run import DENSE
 from bench.matched import ARM as MATCHED  # HQS-L0 at the MAC target of the deepest arm's latency
 from bench.records import ROOT, environment
 from bench.stats import mean_std, paired_bca
+from bench.tables import interval
 from pipeline.scoring import scores
 
 PREFIX = "hqs_l0-latency"  # HQS-L0's latency arms; the goals' model is the deepest (the issue: 1/4 of dense)
@@ -74,10 +75,9 @@ def matched_goal(by: dict[tuple[str, str], dict[str, Any]], difference: dict[str
     quarter, mac = by.get((arm, "fp32")), by.get((MATCHED, "fp32"))
     if difference is None or quarter is None or mac is None:
         return {"goal": goal, "measured": "not measured: no seed has the matched arm (bench.matched)", "met": None}
-    low, high = difference["ci95"]
     return {"goal": goal, "met": difference["mean"] >= 0,
             "measured": f"{arm} {quarter['median_ms']:.1f} ms against {MATCHED} {mac['median_ms']:.1f} ms; "
-                        f"test IoU {difference['mean']:+.3f} [{low:+.3f}, {high:+.3f}]"}
+                        f"test IoU {interval(difference)}"}
 
 
 def goals(rows: list[dict[str, Any]], matched_iou: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -119,8 +119,7 @@ def markdown(result: dict[str, Any]) -> str:
              "| model | format | median ms | speed-up vs dense | x FP32 | test IoU | Δ IoU [95 %] | tolerance F1 |",
              "|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
-        d = r.get("iou_vs_reference")
-        diff = "" if d is None else f"{d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
+        diff = interval(r.get("iou_vs_reference"))
         x_fp32 = f"{r['x_fp32']:.2f}x" if "x_fp32" in r else ""
         lines.append(f"| {r['arm']} | {r['format'].upper()} | {r['median_ms']:.1f} | {r['speedup']:.2f}x | {x_fp32} | "
                      f"{r['iou']['mean']:.3f} ± {r['iou']['std']:.3f} | {diff} | {r['tol_f1']['mean']:.3f} |")

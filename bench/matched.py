@@ -26,7 +26,7 @@ from pipeline.pruning.costs import Target
 METHOD = "hqs_l0"
 ARM = f"{METHOD}-matched"  # its name in bench.latency (the MAC target differs per seed)
 BRACKET = (0.5, 0.9)  # MAC reductions searched
-TOLERANCE = 0.03  # |paired latency ratio - 1| that counts as the same latency (timing noise is ~2-3 %)
+TOLERANCE = 0.03  # |paired latency ratio - 1| that counts as the same latency
 PROBES = 6
 ROUNDS = 15
 

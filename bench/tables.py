@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 
-def _pm(stat: dict[str, float] | None, digits: int = 3) -> str:
+def plus_minus(stat: dict[str, float] | None, digits: int = 3) -> str:
+    """mean ± std, or "-"."""
     return "-" if not stat else f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
 
 
-def _ci(stat: dict[str, Any] | None) -> str:
+def interval(stat: dict[str, Any] | None) -> str:
+    """A difference with its 95 % interval (and the spread over seeds when known), or "-"."""
     if not stat:
         return "-"
     low, high = stat["ci95"]
@@ -27,13 +29,14 @@ def results_table(rows: list[dict[str, Any]]) -> list[str]:
     lines = ["| arm | seeds | MACs cut | GMACs | IoU after removal (no BN recal.) | final IoU | tol. F1 | val score | "
              "ODS / OIS / AP | train TMACs (+tuning) | minutes | epochs |", "|---" * 12 + "|"]
     for r in rows:
-        raw = f" ({_pm(r['iou_after_removal_raw'])})" if "iou_after_removal_raw" in r else ""
+        raw = f" ({plus_minus(r['iou_after_removal_raw'])})" if "iou_after_removal_raw" in r else ""
         bsds = " / ".join(f"{r['bsds'][k]['mean']:.3f}" for k in ("ods", "ois", "ap")) if "bsds" in r else "-"
         cut = f"{r['achieved_reduction']['mean']:.1%}" if "achieved_reduction" in r else "-"
         tuning = f" (+{r['tuning_tmacs']:.0f})" if r["tuning_tmacs"] else ""
         lines.append(f"| {_name(r)} | {len(r['seeds'])} | {cut} | {r['gmacs']['mean']:.3f} | "
-                     f"{_pm(r.get('iou_after_removal'))}{raw} | {_pm(r['iou'])} | {_pm(r['tol_f1'])} | "
-                     f"{_pm(r['val_score'])} | {bsds} | {r['train_tmacs']['mean']:.0f}{tuning} | "
+                     f"{plus_minus(r.get('iou_after_removal'))}{raw} | {plus_minus(r['iou'])} | "
+                     f"{plus_minus(r['tol_f1'])} | "
+                     f"{plus_minus(r['val_score'])} | {bsds} | {r['train_tmacs']['mean']:.0f}{tuning} | "
                      f"{r['minutes']['mean']:.1f} | {', '.join(map(str, r['epochs']))} |")
     return lines
 
@@ -51,8 +54,9 @@ def comparison_table(rows: list[dict[str, Any]]) -> list[str]:
         gap = ", ".join(f"{g:.2f}" for g in gaps) or "-"
         tied = ", ".join(f"{t:.0%}" for t in r.get("tied_share", []) if t is not None) or "-"
         seconds = ", ".join(f"{t:.0f}" for t in r.get("decision_seconds", []) if t is not None) or "-"
-        lines.append(f"| {_name(r)} | {_ci(c.get('iou'))} | {_ci(c.get('tol_f1'))} | {_ci(h.get('iou'))} | "
-                     f"{_ci(h.get('tol_f1'))} | {steps} | {gap} | {tied} | {seconds} |")
+        lines.append(f"| {_name(r)} | {interval(c.get('iou'))} | {interval(c.get('tol_f1'))} | "
+                     f"{interval(h.get('iou'))} | "
+                     f"{interval(h.get('tol_f1'))} | {steps} | {gap} | {tied} | {seconds} |")
     return lines
 
 

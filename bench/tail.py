@@ -36,6 +36,7 @@ from typing import Any
 from bench.pldu import Benchmark, open_records, preset_arguments
 from bench.records import ROOT, RecordStore, code_hash, config_hash, environment, weights_hash
 from bench.stats import mean_std, paired_bca
+from bench.tables import interval, plus_minus
 from bench.tail_models import REFERENCE, ROUNDS, SIZE, THREADS, tail_run, time_tails
 from pipeline.scoring import scores
 
@@ -121,9 +122,8 @@ def markdown(result: dict[str, Any]) -> str:
              "| tail | GMACs | median ms | ms saved | speed-up | seeds | val score | test IoU | "
              "Δ IoU vs control [95 %] | tol. F1 | winner |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
-        d = r.get("iou_vs_control")
-        diff = "" if d is None else f"{d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
-        fig = {k: f"{r[k]['mean']:.3f} ± {r[k]['std']:.3f}" if k in r else "-" for k in ("val_score", "iou", "tol_f1")}
+        diff = interval(r.get("iou_vs_control"))
+        fig = {k: plus_minus(r.get(k)) for k in ("val_score", "iou", "tol_f1")}
         untrained = "not trained" if r.get("speedup", 0) < MIN_SPEEDUP else "no control yet"
         verdict = {True: "yes", False: "no", None: untrained}[r.get("winner")]
         winner = "control" if r["tail"] == REFERENCE else verdict
