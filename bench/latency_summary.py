@@ -3,16 +3,15 @@ with the issue's goals checked against them (bench/latency.py makes the records)
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 from typing import Any
 
 from bench.latency_run import DENSE
 from bench.matched import ARM as MATCHED  # HQS-L0 at the MAC target of the deepest arm's latency
-from bench.records import ROOT, environment
+from bench.records import environment
 from bench.stats import mean_std, paired_bca
-from bench.tables import interval
+from bench.tables import interval, preset_name, write_results
 from pipeline.scoring import scores
 
 PREFIX = "hqs_l0-latency"  # HQS-L0's latency arms; the goals' model is the deepest (the issue: 1/4 of dense)
@@ -140,16 +139,12 @@ def write_summary(records: dict[int, dict[str, Any]], out: Path, config: Path, n
         print("no current latency records")
         return {}
     rows = arm_rows(records, n_resamples)
-    result = {"config": str(config.relative_to(ROOT)) if config.is_relative_to(ROOT) else str(config),
+    result = {"config": preset_name(config),
               **environment(), "seeds": sorted(records), "threads": records[min(records)]["threads"],
               "machines": sorted({r["machine"]["cpu"] for r in records.values()}),
               "load_average": {seed: r["load_average"] for seed, r in records.items()},
               "rows": rows, "goals": goals(rows, matched_difference(records, n_resamples)),
               "matched_macs_reduction": {seed: r["arms"][MATCHED]["macs_reduction"] for seed, r in records.items()
                                          if MATCHED in r["arms"]}}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "latency.json").write_text(json.dumps(result, indent=1, default=str))
-    text = markdown(result)
-    (out / "latency.md").write_text(text)
-    print(text)
+    write_results(out, "latency", result, markdown(result))
     return result

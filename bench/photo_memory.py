@@ -32,6 +32,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from bench.tables import write_results
+
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = {"2 MP": (1728, 1152), "20 MP": (5472, 3648), "45 MP": (8192, 5464)}  # width, height
 PACKAGES = ("torch", "segmentation-models-pytorch", "numpy", "opencv-python-headless", "pillow", "onnxruntime")
@@ -150,10 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     record["setup"]["load_after"] = round(os.getloadavg()[0], 2)
     peak = {run["photo"]: run["peak_mb"] for run in record["runs"] if run["default"]}
     record["ratio_45_over_2"] = peak["45 MP"] / peak["2 MP"]
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "photo_memory.json").write_text(json.dumps(record, indent=2) + "\n")
-    (args.out / "photo_memory.md").write_text(markdown(record))
-    print(markdown(record))
+    write_results(args.out, "photo_memory", record, markdown(record))
 
 
 if __name__ == "__main__":

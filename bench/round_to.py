@@ -13,7 +13,6 @@ null's at every target: chosen on val; test is reported, never used.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 from bench.pldu import Benchmark, open_records, preset_arguments
 from bench.records import environment
 from bench.stats import mean_std, paired_bca
+from bench.tables import write_results
 from pipeline.scoring import scores
 
 METHOD = "hqs_l0"
@@ -136,11 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     timed = {seed: time_seed(f["dense"][1], f["arms"], args.threads, args.rounds) for seed, f in found.items()}
     result = {**environment(), "threads": args.threads, "rounds": args.rounds,
               "load_average": [load_before, os.getloadavg()[0]], **summarise(found, timed, b.bench.bootstrap)}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "round_to.json").write_text(json.dumps(result, indent=1, default=str))
-    text = markdown(result)
-    (args.out / "round_to.md").write_text(text)
-    print(text)
+    write_results(args.out, "round_to", result, markdown(result))
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ import rasterio
 from rasterio.transform import from_origin
 from rasterio.windows import Window
 
+from bench.tables import write_results
+
 ROOT = Path(__file__).resolve().parents[1]
 STRIP = 512
 _PEAK = ("import json, sys; from pipeline.predict import main; from pipeline.memory import _rss_mb; "
@@ -184,10 +186,7 @@ def main(argv: list[str] | None = None) -> None:
             record["memory"][runtime][f"{size}x{size}"] = peak_memory(
                 paths[runtime]["final"], scenes[size], args.work / "peak" / runtime, args.threads)
     record["setup"]["load_after"] = round(os.getloadavg()[0], 2)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "scene.json").write_text(json.dumps(record, indent=2) + "\n")
-    (args.out / "scene.md").write_text(markdown(record))
-    print(markdown(record))
+    write_results(args.out, "scene", record, markdown(record))
 
 
 if __name__ == "__main__":

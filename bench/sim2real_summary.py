@@ -5,12 +5,12 @@ over images (bench/stats.py)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from bench.records import ROOT, environment
+from bench.records import environment
 from bench.stats import mean_std, paired_bca
+from bench.tables import preset_name, write_results
 from pipeline.scoring import COUNTS, scores
 
 SETS = {"test": "test_counts", "all": "all_counts"}  # the test split; every image of every split
@@ -126,12 +126,8 @@ def markdown(summary: dict[str, Any]) -> str:
 def write_summary(b: Any, out: Path, config: Path) -> dict[str, Any]:
     """Aggregate the current records into out/sim2real.{json,md}."""
     runs, missing = collect(b)
-    about = {"config": str(config.relative_to(ROOT)) if config.is_relative_to(ROOT) else str(config),
+    about = {"config": preset_name(config),
              "bench": b.bench.model_dump(), **environment()}
     summary = {**about, **summarise(runs, missing, b.bench.bootstrap)}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "sim2real.json").write_text(json.dumps(summary, indent=1))
-    text = markdown(summary)
-    (out / "sim2real.md").write_text(text)
-    print(text)
+    write_results(out, "sim2real", summary, markdown(summary))
     return summary

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.records import ROOT, environment
+from bench.records import environment
 from bench.stats import mean_std, paired_bca
 from pipeline.scoring import scores
 from pipeline.selection import failed
@@ -130,17 +130,13 @@ def _row(key: tuple, runs: list[dict[str, Any]], dense_of: dict[int, dict[str, A
 def write_summary(b: Any, out: Path, config: Path) -> dict[str, Any]:
     """Aggregate the current records into out/pldu.{json,md} and the Pareto figure."""
     from bench.figures import pareto_plot
-    from bench.tables import markdown
+    from bench.tables import markdown, preset_name, write_results
 
     summary = summarise(collect(b), b.bench.bootstrap)
-    about = {"config": str(config.relative_to(ROOT)) if config.is_relative_to(ROOT) else str(config),
+    about = {"config": preset_name(config),
              "bench": b.bench.model_dump(), **environment(), "test_images": _test_images(b)}
-    text = markdown({**about, **summary})
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "pldu.json").write_text(json.dumps({**about, **summary}, indent=1))
-    (out / "pldu.md").write_text(text)
+    write_results(out, "pldu", {**about, **summary}, markdown({**about, **summary}))
     pareto_plot(summary, out / "pldu_pareto.png")
-    print(text)
     return summary
 
 

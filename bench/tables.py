@@ -1,8 +1,26 @@
-"""pldu.md: the benchmark summary as Markdown tables a reviewer can read."""
+"""pldu.md: the benchmark summary as Markdown tables a reviewer can read; and the one way every
+benchmark writes its results pair (name.json beside name.md)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
+
+from bench.records import ROOT
+
+
+def preset_name(config: Path) -> str:
+    """The preset as the results file names it: relative to the project when inside it."""
+    return str(config.relative_to(ROOT)) if config.is_relative_to(ROOT) else str(config)
+
+
+def write_results(out: Path, name: str, result: dict[str, Any], text: str) -> None:
+    """out/name.json (the figures) and out/name.md (text, also printed)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=1, default=str))
+    (out / f"{name}.md").write_text(text)
+    print(text)
 
 
 def plus_minus(stat: dict[str, float] | None, digits: int = 3) -> str:

@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.pldu import Benchmark, open_records, preset_arguments
-from bench.records import ROOT, RecordStore, code_hash, config_hash, environment, weights_hash
+from bench.records import RecordStore, code_hash, config_hash, environment, weights_hash
 from bench.stats import mean_std, paired_bca
-from bench.tables import interval, plus_minus
+from bench.tables import interval, plus_minus, preset_name, write_results
 from bench.tail_models import REFERENCE, ROUNDS, SIZE, THREADS, tail_run, time_tails
 from pipeline.scoring import scores
 
@@ -150,15 +150,11 @@ def write_summary(b: Any, store: RecordStore, out: Path, config: Path) -> dict[s
     if latency is None:
         print("no current tail timing: run python -m bench.tail")
         return {}
-    result = {"config": str(config.relative_to(ROOT)) if config.is_relative_to(ROOT) else str(config),
+    result = {"config": preset_name(config),
               **environment(), "size": latency["size"], "threads": latency["threads"], "rounds": latency["rounds"],
               "timed_on": latency["machine"]["cpu"], "within": b.bench.within,
               "rows": tail_rows(b, store, latency)}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "tail.json").write_text(json.dumps(result, indent=1, default=str))
-    text = markdown(result)
-    (out / "tail.md").write_text(text)
-    print(text)
+    write_results(out, "tail", result, markdown(result))
     return result
 
 
