@@ -1,0 +1,44 @@
+"""bench/on_pldu.py: a model scored on every split at its own threshold, one line for a bad model folder."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from bench import on_pldu
+from pipeline.artifact import save_model
+from pipeline.config import ModelCfg, TrainCfg
+from pipeline.models import create_model
+from pipeline.scoring import scores, split_counts
+
+
+def test_all_images_are_the_splits_pooled_at_the_models_threshold(tmp_path, tiny_data, params, monkeypatch):
+    cfg = ModelCfg.model_validate(params["model"])
+    torch.manual_seed(0)
+    model = create_model(cfg)
+    card = {"model": cfg.model_dump(), "num_classes": 2, "cost_size": 64, "threshold": 0.45,
+            "train": TrainCfg.model_validate(params["train"]).model_dump()}
+    save_model(model, tmp_path / "model", card)
+    monkeypatch.setattr(on_pldu, "prepared_pldu", lambda work: tiny_data)
+    on_pldu.main(["--model", str(tmp_path / "model"), "--out", str(tmp_path / "out"), "--bootstrap", "100"])
+
+    result = json.loads((tmp_path / "out" / "on_pldu.json").read_text())
+    splits = result["splits"]
+    assert result["threshold"] == 0.45
+    assert splits["all"]["images"] == sum(splits[s]["images"] for s in on_pldu.SPLITS) == 16
+    model.eval()
+    pooled = [split_counts(model, tiny_data, 0.45, split) for split in on_pldu.SPLITS]
+    every = {key: sum((table[key] for table in pooled), []) for key in pooled[0] if key != "names"}
+    assert splits["all"]["iou"]["mean"] == pytest.approx(float(scores(every)["iou"]))
+    assert splits["test"]["tol_f1"]["mean"] == pytest.approx(float(scores(pooled[2])["tol_f1"]))
+    low, high = splits["all"]["iou"]["ci95"]
+    assert low <= splits["all"]["iou"]["mean"] <= high
+    assert "| all | 16 |" in (tmp_path / "out" / "on_pldu.md").read_text()
+
+
+def test_a_folder_without_a_model_fails_in_one_line_naming_it(tmp_path):
+    with pytest.raises(SystemExit, match=f"{tmp_path}: not a model folder"):
+        on_pldu.main(["--model", str(tmp_path), "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
