@@ -1,9 +1,10 @@
 """Procedural aerial images with power lines: the default data set, so a fresh clone runs.
 
 Every image has its own numpy Generator seeded with [seed, split, index], so an image
-never depends on how many others are generated. Two renderers: `scenes` (the default,
-pipeline.data.sources.scenes) and `wires` (catenaries seen by a UAV camera,
-pipeline.data.sources.wires), optionally drawn onto the user's photos.
+never depends on how many others are generated. Two renderers: `wires` (catenaries seen
+by a UAV camera, pipeline.data.sources.wires, optionally drawn onto the user's photos; the
+params.yaml default) and `scenes` (procedural aerial scenes with towers,
+pipeline.data.sources.scenes; still SyntheticCfg's default where no params.yaml is merged).
 """
 
 from __future__ import annotations
