@@ -21,16 +21,14 @@ from __future__ import annotations
 
 import argparse
 import functools
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from bench.device_table import table_folder, table_hash
-from bench.preset import BenchCfg, load_config
+from bench.preset import BenchCfg, load_config, prepared_data
 from bench.records import ROOT, RecordStore, code_hash, config_hash, folder_hash, weights_hash
 from pipeline.config import PruneCfg
-from pipeline.data.prepare import prepare
 from pipeline.pruning.costs import Target
 from pipeline.pruning.latency_target import LatencyPlan
 from pipeline.pruning.registry import METHODS, method_names
@@ -224,15 +222,7 @@ def main(argv: list[str] | None = None) -> None:
                                                           "macs_reductions": args.macs_reductions}.items() if v})
     if args.no_bsds:
         bench = bench.model_copy(update={"bsds": False})
-    source = (ROOT / sections["prepare"].root).resolve()
-    if not source.exists():
-        sys.exit(f"skipped: the PLDU data is not at {source} (put PLD-UAV's PLDU folder there)")
-    data = args.work / "data"
-    if not (data / "manifest.json").exists():
-        split_file = sections["prepare"].split_file
-        prepare_cfg = sections["prepare"].model_copy(update={
-            "root": str(source), "split_file": str(ROOT / split_file) if split_file else None})
-        prepare(prepare_cfg, sections["base"], data)
+    data = prepared_data(sections["prepare"], sections["base"], args.work / "data")
     b = Benchmark(bench, sections, data, args.work, args.out / "pldu")
     if not args.summary_only:
         from bench.schedule import run_all

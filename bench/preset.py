@@ -3,13 +3,15 @@ sections it reads."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field, model_validator
 
-from bench.records import load_bench_config
-from pipeline.config import Strict
+from bench.records import ROOT, load_bench_config
+from pipeline.config import BaseCfg, PrepareCfg, Strict
+from pipeline.data.prepare import prepare
 from pipeline.pruning.registry import check_method
 
 USED = ("base", "prepare", "model", "train", "trainer", "prune", "finetune")  # the pipeline sections read
@@ -51,3 +53,15 @@ class BenchCfg(Strict):
 def load_config(path: Path) -> tuple[BenchCfg, dict[str, Any]]:
     """The `bench` section and the validated pipeline sections of the preset."""
     return load_bench_config(path, BenchCfg, USED)
+
+
+def prepared_data(cfg: PrepareCfg, base: BaseCfg, out: Path) -> Path:
+    """A benchmark's real data, prepared once into `out` (the preset's `prepare.root` and
+    `split_file` are relative to the project), or exit naming where the data is missing."""
+    source = (ROOT / cfg.root).resolve()
+    if not source.exists():
+        sys.exit(f"skipped: the data is not at {source} (for PLDU, put PLD-UAV's PLDU folder there)")
+    if not (out / "manifest.json").exists():
+        split_file = str(ROOT / cfg.split_file) if cfg.split_file else None
+        prepare(cfg.model_copy(update={"root": str(source), "split_file": split_file}), base, out)
+    return out

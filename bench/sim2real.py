@@ -28,9 +28,9 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
+from bench.preset import prepared_data
 from bench.records import ROOT, RecordStore, code_hash, config_hash, folder_hash, load_bench_config, weights_hash
 from pipeline.config import BaseCfg, Strict
-from pipeline.data.prepare import prepare
 from pipeline.pretrain import synthetic_set
 
 ARMS = ("synthetic", "pldu", "pretrain_finetune", "pldu_equal_steps")
@@ -140,15 +140,7 @@ def _holds(model: Path, expected: str) -> bool:
 def prepared(sections: dict[str, Any], bench: BenchCfg, work: Path, real: Path | None) -> tuple[Path, Path]:
     """The prepared PLDU data (or `real`, an already prepared folder) and the synthetic set."""
     if real is None:
-        source = (ROOT / sections["prepare"].root).resolve()
-        if not source.exists():
-            sys.exit(f"skipped: the PLDU data is not at {source} (put PLD-UAV's PLDU folder there)")
-        real = work / "pldu"
-        if not (real / "manifest.json").exists():
-            split_file = sections["prepare"].split_file
-            prepare(sections["prepare"].model_copy(update={
-                "root": str(source), "split_file": str(ROOT / split_file) if split_file else None}),
-                sections["base"], real)
+        real = prepared_data(sections["prepare"], sections["base"], work / "pldu")
     base = BaseCfg(seed=bench.data_seed, towers=sections["base"].towers)
     with synthetic_set(sections["pretrain"], base, keep_in=work) as synthetic:  # kept: made once
         return real, synthetic

@@ -207,3 +207,16 @@ def test_a_tail_wins_when_faster_and_within_reach_of_the_control_on_every_seed(t
     assert rows["half"]["winner"] is wins and rows["half"]["ms_saved"] == pytest.approx(12.0)
     assert rows["half"]["iou_vs_control"]["mean"] == pytest.approx(85 / 109 - 90 / 110)
     assert rows["preset"]["seeds"] == [0, 1] and "winner" not in rows["preset"]
+
+
+def test_a_summary_leaves_out_a_seed_whose_chain_is_unfinished_but_measuring_stops(monkeypatch, capsys):
+    from bench import latency
+
+    def unfinished(b, seed):
+        raise SystemExit(f"seed{seed}/hqs_l0-latency0.65: no current record")
+
+    monkeypatch.setattr(latency, "arms_of", unfinished)
+    assert latency.seed_record(None, None, 2, threads=2, rounds=20, measure=False) is None
+    assert "seed2 left out of the summary: seed2/hqs_l0-latency0.65" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="no current record"):
+        latency.seed_record(None, None, 2, threads=2, rounds=20, measure=True)
