@@ -78,6 +78,22 @@ def comparison_table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def ranking_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Per MAC target, the methods run on every seed ranked by mean val score (the selection rule:
+    test is shown beside the rank, never used for it). Failed arms go last, marked."""
+    lines = []
+    seeds = max((len(r["seeds"]) for r in rows), default=0)
+    for target in sorted({r["macs_reduction"] for r in rows if r["macs_reduction"] is not None}):
+        ranked = sorted((r for r in rows if r["macs_reduction"] == target and len(r["seeds"]) == seeds),
+                        key=lambda r: (bool(r["failed"]), -r["val_score"]["mean"]))
+        lines += [f"Ranked on val at -{target:.0%} MACs ({seeds} seeds; the test columns are not used to rank):", "",
+                  "| rank | arm | val score | final test IoU | IoU − hqs_l0 (test) |", "|---" * 5 + "|"]
+        lines += [f"| {i} | {_name(r)} | {plus_minus(r['val_score'])} | {plus_minus(r['iou'])} | "
+                  f"{interval(r.get('vs_hqs_l0', {}).get('iou'))} |" for i, r in enumerate(ranked, 1)]
+        lines.append("")
+    return lines
+
+
 def markdown(summary: dict[str, Any]) -> str:
     """The whole pldu.md."""
     versions = ", ".join(f"{k} {v}" for k, v in summary["versions"].items() if v)
@@ -87,7 +103,7 @@ def markdown(summary: dict[str, Any]) -> str:
              "Mean ± std over seeds; intervals: paired BCa 95 % over test images, each image's counts summed "
              "over the seeds. Training compute: forward MACs at the crop size x samples seen x 3. A run fails "
              "when its val score is below half its seed's dense one.", "", *results_table(summary["rows"]), "",
-             *comparison_table(summary["rows"]), ""]
+             *comparison_table(summary["rows"]), "", *ranking_table(summary["rows"])]
     if summary["tuning"]:
         lines += ["Tuning runs (seed and target of `bench.tune_seed`, `bench.tune_target`), picked by val score:",
                   *[f"- {t['name']}: val score {t['val_score']:.3f}" for t in summary["tuning"]], ""]

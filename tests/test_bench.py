@@ -107,6 +107,18 @@ def test_summary_marks_failed_runs_and_compares_with_the_control():
     text = markdown({**summary, "versions": {"torch": "x"}, "commit": "abc", "dirty": False, "config": "c",
                      "test_images": 4})
     assert "bn_l1 -75% **(failed: seed 1)**" in text and "hqs_l0 -75% |" in text
+    assert "| 1 | hqs_l0 -75% |" in text and "| 2 | bn_l1 -75% **(failed" in text  # failed ranks last
+
+
+def test_the_ranking_orders_by_val_not_test():
+    dense = {0: record("dense", 0, 20, 0.40, cap_reached=False)}
+    runs = [record("pruned", 0, 10, 0.40, "hqs_l0", 0.5), record("pruned", 0, 30, 0.45, "magnitude", 0.5),
+            record("pruned", 0, 5, 0.42, "random", 0.5)]  # magnitude: best val, worst test
+    summary = summarise({"dense": dense, "runs": runs, "tuned": {}, "tuning": [], "missing": [], "bsds": {}}, 199)
+    from bench.tables import ranking_table
+
+    lines = [line for line in ranking_table(summary["rows"]) if line.startswith("| ") and "rank" not in line]
+    assert [line.split(" | ")[1] for line in lines] == ["magnitude -50%", "random -50%", "hqs_l0 -50%"]
 
 
 def test_a_record_whose_inputs_changed_is_not_current(tmp_path):
