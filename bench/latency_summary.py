@@ -114,7 +114,9 @@ def markdown(result: dict[str, Any]) -> str:
              f"threads, every seed's models interleaved; seeds {result['seeds']} timed on "
              f"{', '.join(sorted(result['machines']))}. Medians over seeds; test IoU in ONNX Runtime, mean ± sd "
              "over seeds, its difference (FP32: vs dense FP32; INT8: vs the same model's FP32) with a paired BCa "
-             "95 % interval over the test images.", "",
+             "95 % interval over the test images. 1-minute load average before and after each seed's timing: "
+             + "; ".join(f"seed {seed}: {before:.2f} / {after:.2f}"
+                         for seed, (before, after) in result["load_average"].items()) + ".", "",
              "| model | format | median ms | speed-up vs dense | x FP32 | test IoU | Δ IoU [95 %] | tolerance F1 |",
              "|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:

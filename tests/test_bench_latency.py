@@ -220,3 +220,11 @@ def test_a_summary_leaves_out_a_seed_whose_chain_is_unfinished_but_measuring_sto
     assert "seed2 left out of the summary: seed2/hqs_l0-latency0.65" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="no current record"):
         latency.seed_record(None, None, 2, threads=2, rounds=20, measure=True)
+
+
+def test_the_latency_results_name_the_load_average_around_each_seeds_timing():
+    from bench.latency_summary import markdown
+
+    result = {"versions": {"onnxruntime": "1"}, "threads": 2, "seeds": [0, 2], "machines": ["cpu"], "rows": [],
+              "load_average": {0: [0.51, 0.62], 2: [2.2, 2.1]}, "matched_macs_reduction": {}, "goals": []}
+    assert "seed 0: 0.51 / 0.62; seed 2: 2.20 / 2.10." in markdown(result)
