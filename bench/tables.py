@@ -90,6 +90,9 @@ def ranking_table(rows: list[dict[str, Any]]) -> list[str]:
                   "| rank | arm | val score | final test IoU | IoU − hqs_l0 (test) |", "|---" * 5 + "|"]
         lines += [f"| {i} | {_name(r)} | {plus_minus(r['val_score'])} | {plus_minus(r['iou'])} | "
                   f"{interval(r.get('vs_hqs_l0', {}).get('iou'))} |" for i, r in enumerate(ranked, 1)]
+        fewer = [f"{_name(r)} ({len(r['seeds'])})" for r in rows
+                 if r["macs_reduction"] == target and len(r["seeds"]) < seeds]
+        lines += ["", f"Not ranked, fewer seeds: {', '.join(fewer)}."] if fewer else []
         lines.append("")
     return lines
 

@@ -121,6 +121,16 @@ def test_the_ranking_orders_by_val_not_test():
     assert [line.split(" | ")[1] for line in lines] == ["magnitude -50%", "random -50%", "hqs_l0 -50%"]
 
 
+def test_an_arm_short_of_seeds_is_named_not_ranked():
+    dense = {s: record("dense", s, 20, 0.40, cap_reached=False) for s in (0, 1)}
+    runs = [record("pruned", s, 10, 0.40, "hqs_l0", 0.5) for s in (0, 1)] + [record("pruned", 0, 5, 0.9, "chip", 0.5)]
+    summary = summarise({"dense": dense, "runs": runs, "tuned": {}, "tuning": [], "missing": [], "bsds": {}}, 199)
+    from bench.tables import ranking_table
+
+    text = "\n".join(ranking_table(summary["rows"]))
+    assert "| 1 | hqs_l0 -50% |" in text and "Not ranked, fewer seeds: chip -50% (1)." in text
+
+
 def test_a_record_whose_inputs_changed_is_not_current(tmp_path):
     store = RecordStore(tmp_path)
     inputs = {"code": "a", "data": "b", "start": "c", "config": "d"}
