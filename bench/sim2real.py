@@ -20,6 +20,7 @@ skips what is current, re-runs what changed, and rewrites sim2real.{json,md}.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import sys
 import time
@@ -29,13 +30,26 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from bench.preset import prepared_data
-from bench.records import ROOT, RecordStore, code_hash, config_hash, folder_hash, load_bench_config, weights_hash
+from bench.records import (
+    ROOT,
+    RecordStore,
+    code_hash,
+    code_text,
+    config_hash,
+    folder_hash,
+    load_bench_config,
+    module_files,
+    weights_hash,
+)
 from pipeline.config import BaseCfg, Strict
 from pipeline.pretrain import synthetic_set
 
 ARMS = ("synthetic", "pldu", "pretrain_finetune", "pldu_equal_steps")
 USED = ("base", "prepare", "model", "train", "trainer", "pretrain")  # the pipeline sections read
 HASHED = ("base", "model", "train", "trainer")  # prepare: the data hash covers it (its paths are local)
+# the synthetic generator: imported by the run module but never run by the PLDU-only arms
+GENERATOR = {Path("pipeline/data/sources") / name for name in
+             ("synthetic.py", "wires.py", "terrain.py", "trees.py", "scenes.py", "backgrounds.py")}
 
 
 class BenchCfg(Strict):
@@ -88,7 +102,8 @@ class Sim2Real:
             values += [self.dumped["pretrain"], self.bench.data_seed]
         if arm == "pldu_equal_steps":
             values.append(self.equal_steps_epochs())
-        inputs = {"code": code_hash("bench.sim2real_runs"), "data": data, "start": start,
+        code = code_hash("bench.sim2real_runs") if uses_synthetic else real_code_hash()
+        inputs = {"code": code, "data": data, "start": start,
                   "config": config_hash(values)}
         return f"seed{seed}/{arm}", inputs, self.work / f"seed{seed}" / arm
 
@@ -130,6 +145,15 @@ class Sim2Real:
             start = synthetic["model_hash"]
         name, inputs, _ = self.spec(seed, arm, start)
         return self.store.current(name, inputs)
+
+
+def real_code_hash() -> str:
+    """The PLDU-only arms' code: the run module's import closure without the synthetic
+    generator, so iterating on the renderer does not make those records stale."""
+    digest = hashlib.sha256()
+    for path in sorted(module_files("bench.sim2real_runs") - GENERATOR):
+        digest.update(str(path).encode() + b"\0" + code_text(ROOT / path).encode() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def _holds(model: Path, expected: str) -> bool:

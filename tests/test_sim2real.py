@@ -75,6 +75,19 @@ def test_pretrain_finetune_arm_end_to_end(tiny_config, tiny_data, tmp_path, caps
     assert json.loads((records / "seed0" / "pretrain_finetune.json").read_text()) == tuned
 
 
+def test_pldu_only_arms_are_keyed_without_the_renderer(monkeypatch):
+    original, base = sim2real.code_text, sim2real.real_code_hash()
+
+    def edited(name: str):
+        return lambda path: original(path) + ("# edited" if path.name == name else "")
+
+    monkeypatch.setattr(sim2real, "code_text", edited("wires.py"))
+    assert sim2real.real_code_hash() == base  # a renderer change keeps the PLDU-only records
+    monkeypatch.setattr(sim2real, "code_text", edited("train.py"))
+    assert sim2real.real_code_hash() != base  # a training change does not
+    assert base != code_hash("bench.sim2real_runs")  # the arms that use synthetic data hash the renderer too
+
+
 def test_unknown_arm_and_early_stopping_are_refused(tiny_config, tmp_path):
     config = yaml.safe_load(tiny_config.read_text())
     config["train"]["early_stopping_patience"] = 3
