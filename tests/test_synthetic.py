@@ -172,6 +172,8 @@ def wires_views():
 
 def test_wires_renderer_cannot_be_solved_by_colour(wires_views):
     train, test = wires_views
-    assert colour_iou(train, test) < 0.1
+    # relative to calling every pixel a line: close wires are up to 12 px wide, so lines are ~6 % of pixels
+    everything = sum((mask == LINE).sum() for _, mask in test) / sum(mask.size for _, mask in test)
+    assert colour_iou(train, test) < 2 * everything
     assert colour_iou(recoloured(train), recoloured(test)) > 0.5
 

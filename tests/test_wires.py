@@ -13,8 +13,10 @@ from pydantic import ValidationError
 
 from pipeline.config import SyntheticCfg
 from pipeline.data.sources.base import BACKGROUND, IGNORE_INDEX, LINE
+from pipeline.data.sources.camera import Camera, random_camera
 from pipeline.data.sources.synthetic import SyntheticSource
-from pipeline.data.sources.wires import Camera, coverage_mask, render_wires, stroke_coverage
+from pipeline.data.sources.trees import near_tree
+from pipeline.data.sources.wires import coverage_mask, render_wires, stroke_coverage
 from pipeline.errors import DataError
 from tests.conftest import ROOT
 
@@ -65,6 +67,25 @@ def test_wire_width_grows_towards_the_camera():
     assert widths[110] > widths[30] > 0
 
 
+def test_side_on_views_show_wires_against_the_sky():
+    # render_wires draws its camera first, so the same seed gives back the camera of each view
+    in_sky = []
+    for i in range(60):
+        mask = render_wires(np.random.default_rng([1, i]), 64, 64)[1]
+        looks_up = random_camera(np.random.default_rng([1, i]), 64, 64).rays()[..., 2] > 0
+        in_sky.append(int((mask[looks_up] == LINE).sum()))
+    assert sum(n > 20 for n in in_sky) >= 3  # wires above the horizon: UAVs flying beside the line
+
+
+def test_near_tree_is_an_opaque_crown_of_leaves_or_twigs():
+    for i in range(6):
+        colour, alpha = near_tree(np.random.default_rng(i), 96, 128)
+        assert colour.shape == (96, 128, 3) and alpha.shape == (96, 128)
+        assert alpha.min() >= 0 and alpha.max() <= 1 and colour.min() >= 0 and colour.max() <= 1
+    covered = [(near_tree(np.random.default_rng(i), 96, 128)[1] > 0.5).mean() for i in range(6)]
+    assert max(covered) > 0.2  # crowns fill a good part of the view, not a speck
+
+
 def wires_cfg(**update) -> SyntheticCfg:
     return SyntheticCfg(n_train=4, n_val=1, n_test=1, height=64, width=80, renderer="wires", **update)
 
@@ -79,7 +100,8 @@ def test_generator_is_byte_identical_across_runs_and_differs_by_seed():
 
 
 def test_rendered_views_are_valid_and_hold_thin_wires():
-    masks = [render_wires(np.random.default_rng([0, 0, i]), 96, 96)[1] for i in range(12)]
+    # widths are in pixels whatever the image size (photos are segmented at their own size): 192 is the default
+    masks = [render_wires(np.random.default_rng([0, 0, i]), 192, 192)[1] for i in range(8)]
     assert all(set(np.unique(m).tolist()) <= {BACKGROUND, LINE, IGNORE_INDEX} for m in masks)
     fractions = np.array([(m == LINE).mean() for m in masks])
     assert (fractions > 0).mean() >= 0.6 and fractions.mean() < 0.1

@@ -3,8 +3,11 @@
 Everything is drawn on a ground canvas (one pixel = one ground cell, north up) and warped
 into the image by the camera's ground homography, so roads, fences and roof lines converge
 under perspective just as wires do. Textures are fractal (power falling with frequency, as
-in natural images) rather than flat colour, and every thin straight or curved distractor
-uses the wires' own width and grey-level range, so neither colour nor texture finds a wire.
+in natural images) rather than flat colour. Fences, roof ridges and branches use the wires'
+own widths and grey levels, so neither colour nor texture finds a wire; road markings are
+paint, and fences end within the view, because a long dark line crossing the whole view
+is, in real photos, nearly always a wire (teaching otherwise cost the model clear wires
+over plain roads).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ def fractal(rng: Rng, h: int, w: int, roughness: float, finest: int = 1) -> np.n
     return (total - total.mean()) / (total.std() + 1e-6)
 
 
-def _squash(x: np.ndarray, contrast: float) -> np.ndarray:
+def squash(x: np.ndarray, contrast: float) -> np.ndarray:
     """Map noise to [0, 1] with a sigmoid: high contrast gives leaves and gaps, low gives grain."""
     return 1 / (1 + np.exp(-contrast * x))
 
@@ -47,11 +50,12 @@ def material(rng: Rng, h: int, w: int, name: str) -> np.ndarray:
     """An HxWx3 float texture of one material, brightness varying at every scale."""
     dark, bright = (np.asarray(c, np.float32) * rng.uniform(0.85, 1.15) for c in MATERIALS[name])
     if name == "foliage":  # crowns of leaves: bright blades, dark gaps, shaded clumps
-        leaves = _squash(fractal(rng, h, w, 0.0, finest=int(rng.integers(1, 4))), rng.uniform(2.5, 5))
-        clumps = _squash(fractal(rng, h, w, 0.8, finest=4), 2)
+        # leaves 1-8 cells across: fine canopy far away, single leaves close up
+        leaves = squash(fractal(rng, h, w, 0.0, finest=int(rng.integers(1, 9))), rng.uniform(2.5, 5))
+        clumps = squash(fractal(rng, h, w, 0.8, finest=4), 2)
         value = leaves * (0.35 + 0.65 * clumps)
     else:
-        value = _squash(fractal(rng, h, w, rng.uniform(0.1, 0.6)), rng.uniform(0.8, 2))
+        value = squash(fractal(rng, h, w, rng.uniform(0.1, 0.6)), rng.uniform(0.8, 2))
     return dark + value[..., None] * (bright - dark)
 
 
@@ -59,6 +63,12 @@ def line_style(rng: Rng) -> tuple[np.ndarray, float]:
     """Grey level and width (ground cells) of a thin distractor: the same range as wires."""
     grey = rng.uniform(0.08, 0.3) if rng.random() < 0.5 else rng.uniform(0.55, 0.9)
     return np.clip(grey + rng.normal(0, 0.03, 3), 0, 1).astype(np.float32), float(rng.uniform(1, 4))
+
+
+def paint(rng: Rng) -> np.ndarray:
+    """Road-marking paint: white or yellow, brighter than any wire's dark tone."""
+    white = np.full(3, rng.uniform(0.75, 0.95))
+    return (white if rng.random() < 0.7 else white * [1.0, 0.85, 0.35]).astype(np.float32)
 
 
 def _draw(img: np.ndarray, lines: list[np.ndarray], colour, width: float, alpha: float = 1.0) -> None:
@@ -94,12 +104,13 @@ def _roads(rng: Rng, img: np.ndarray) -> None:
         half, ends = rng.uniform(6, 30), np.stack([p - 2 * size * d, p + 2 * size * d])
         band = np.concatenate([ends + n * half, (ends - n * half)[::-1]])
         _fill(img, band, material(rng, size, size, str(rng.choice(["asphalt", "concrete", "gravel"]))))
+        # markings are paint: a dark thin line spanning the view is a wire's look, not a road's
         for side in (-1, 1):
             if rng.random() < 0.6:
-                colour, width = line_style(rng)
+                colour, width = paint(rng), rng.uniform(1, 4)
                 _draw(img, [ends + side * n * (half - width)], colour, width)
         if rng.random() < 0.4:  # dashed centre line
-            colour, width = line_style(rng)
+            colour, width = paint(rng), rng.uniform(1, 4)
             dash, t = rng.uniform(8, 20), np.arange(-2 * size, 2 * size, 1.0)
             dashes = [np.stack([p + d * start, p + d * (start + dash)]) for start in t[::int(2 * dash)]]
             _draw(img, dashes, colour, width)
@@ -108,10 +119,10 @@ def _roads(rng: Rng, img: np.ndarray) -> None:
 def _fences_and_branches(rng: Rng, img: np.ndarray) -> None:
     """Fences (straight, with posts), paving joints and curved branches."""
     size = img.shape[0]
-    for _ in range(rng.integers(0, 4)):
+    for _ in range(rng.integers(0, 3)):  # fences end within the view and have posts
         p, d, n = _segment(rng, size)
         colour, width = line_style(rng)
-        length = rng.uniform(0.3, 2) * size
+        length = rng.uniform(0.15, 0.6) * size
         _draw(img, [np.stack([p, p + d * length])], colour, width)
         posts = [np.stack([p + d * s - n, p + d * s + n]) for s in np.arange(0, length, rng.uniform(8, 25))]
         _draw(img, posts, colour, width + 1)
@@ -148,7 +159,7 @@ def ground(rng: Rng, size: int) -> np.ndarray:
     names = list(MATERIALS)
     img = material(rng, size, size, str(rng.choice(names, p=[.35, .2, .15, .1, .1, .1])))
     for _ in range(rng.integers(0, 3)):  # irregular patches of another material
-        patch = _squash(fractal(rng, size, size, 1.2, finest=4) - rng.uniform(0, 1.5), 6)[..., None]
+        patch = squash(fractal(rng, size, size, 1.2, finest=4) - rng.uniform(0, 1.5), 6)[..., None]
         img += patch * (material(rng, size, size, str(rng.choice(names))) - img)
     _roads(rng, img)
     _roofs(rng, img)
@@ -159,7 +170,7 @@ def ground(rng: Rng, size: int) -> np.ndarray:
 def occluder(rng: Rng, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     """Foliage close to the camera, in front of the wires: its colour and opacity (HxW)."""
     blob = fractal(rng, h, w, 1.5, finest=4) + 2.5 * _ramp(rng, h, w) - rng.uniform(1.5, 3)
-    alpha = _squash(blob, 8) * _squash(fractal(rng, h, w, 0.2, finest=2) + 1, 3)
+    alpha = squash(blob, 8) * squash(fractal(rng, h, w, 0.2, finest=2) + 1, 3)
     return material(rng, h, w, "foliage") * rng.uniform(0.6, 1.1), np.clip(alpha, 0, 1)
 
 

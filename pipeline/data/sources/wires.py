@@ -1,7 +1,10 @@
 """The `wires` renderer: conductors hanging in 3-D, seen by a UAV camera, with exact masks.
 
-A pinhole camera (nadir or oblique, camera height 1) looks at a textured ground plane
-(pipeline.data.sources.terrain) or at a user's photo. Each corridor holds parallel
+A pinhole camera (nadir, oblique, or side-on beside the line with the sky behind it; camera
+height 1) looks at a textured ground plane (pipeline.data.sources.terrain), sometimes with
+a tree close behind the wires (pipeline.data.sources.trees), or at a user's photo. Wire
+widths are in pixels of the rendered image whatever its size (1-4 px, or 4-12 px for close
+views), because a model segments photos at their own resolution. Each corridor holds parallel
 conductors hanging as catenaries (cosh) between towers outside the view; they are
 projected point by point, so perspective makes near wires wider and bundles converge.
 Coverage is analytic (the overlap of each pixel with the projected wire, from its
@@ -16,7 +19,9 @@ import cv2
 import numpy as np
 
 from pipeline.data.sources.base import BACKGROUND, IGNORE_INDEX, LINE
+from pipeline.data.sources.camera import Camera, random_camera, sensor
 from pipeline.data.sources.terrain import fractal, ground, occluder
+from pipeline.data.sources.trees import near_tree
 
 Rng = np.random.Generator
 SUN_DISC = 0.0093  # radians: the sun's angular diameter blurs a wire's shadow (penumbra)
@@ -59,44 +64,6 @@ def coverage_mask(cover: np.ndarray) -> np.ndarray:
     return mask
 
 
-class Camera:
-    """A pinhole camera at height 1 above the ground plane z = 0, pitched `pitch` radians
-    from nadir and turned `yaw` about the vertical. Image pixel centres are at integers."""
-
-    def __init__(self, h: int, w: int, fov: float, pitch: float, yaw: float) -> None:
-        self.f = max(h, w) / (2 * np.tan(fov / 2))
-        self.K = np.array([[self.f, 0, (w - 1) / 2], [0, self.f, (h - 1) / 2], [0, 0, 1]])
-        down = np.diag([1.0, -1.0, -1.0])  # nadir: image x east, image y south, looking down
-        c, s = np.cos(pitch), np.sin(pitch)
-        tilt = np.array([[1, 0, 0], [0, c, s], [0, -s, c]])  # the image top looks further away
-        cy, sy = np.cos(yaw), np.sin(yaw)
-        turn = np.array([[cy, sy, 0], [-sy, cy, 0], [0, 0, 1]])
-        self.R, self.centre, self.h, self.w = tilt @ down @ turn, np.array([0.0, 0.0, 1.0]), h, w
-
-    def project(self, world: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Nx3 world points -> Nx2 image points and their depths along the optical axis."""
-        cam = (world - self.centre) @ self.R.T
-        depth = cam[:, 2]
-        return (cam @ self.K.T)[:, :2] / np.maximum(depth, 1e-9)[:, None], depth
-
-    def rays(self) -> np.ndarray:
-        """HxWx3 world directions of the pixel rays."""
-        yy, xx = np.mgrid[0:self.h, 0:self.w].astype(np.float64)
-        pix = np.stack([xx, yy, np.ones_like(xx)], -1)
-        return pix @ np.linalg.inv(self.K).T @ self.R
-
-    def ground_to_image(self) -> np.ndarray:
-        """3x3 homography from ground (x, y, 1) to image pixels."""
-        return self.K @ self.R @ np.array([[1, 0, 0], [0, 1, 0], [0, 0, -1.0]]) @ np.array(
-            [[1, 0, -self.centre[0]], [0, 1, -self.centre[1]], [0, 0, 1.0]])
-
-
-def random_camera(rng: Rng, h: int, w: int) -> Camera:
-    """Nadir (40 %) or oblique views, 50-80 degree field of view."""
-    pitch = 0.0 if rng.random() < 0.4 else rng.uniform(np.radians(10), np.radians(68))
-    return Camera(h, w, rng.uniform(np.radians(50), np.radians(80)), pitch, rng.uniform(0, 2 * np.pi))
-
-
 def _backdrop(rng: Rng, cam: Camera, background: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """The scene behind the wires (float RGB) and which pixels see the ground (HxW bool)."""
     rays = cam.rays()
@@ -110,8 +77,11 @@ def _backdrop(rng: Rng, cam: Camera, background: np.ndarray | None) -> tuple[np.
                               flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     distance = 1 / np.maximum(-rays[..., 2], 1e-3)  # ray length to the ground per unit of height
     haze = (1 - np.exp(-(distance - 1) / rng.uniform(8, 30)))[..., None]
-    sky = np.array([0.62, 0.70, 0.82], np.float32) * rng.uniform(0.8, 1.2)
-    sky = sky + 0.08 * fractal(rng, cam.h, cam.w, 0.8, finest=4)[..., None]  # clouds
+    overcast = rng.random()  # 0: clear blue, 1: flat overcast grey
+    colour = np.array([0.55, 0.65, 0.85]) + overcast * np.array([0.23, 0.14, -0.05])
+    elevation = np.clip(rays[..., 2] / np.linalg.norm(rays, axis=-1), 0, 1)[..., None]
+    sky = (colour * rng.uniform(0.7, 1.2)).astype(np.float32) * (1.1 - 0.2 * elevation)  # paler at the horizon
+    sky = sky + (0.09 - 0.06 * overcast) * fractal(rng, cam.h, cam.w, 0.8, finest=4)[..., None]  # clouds
     img = np.where(on_ground[..., None], img + haze * (sky - img), sky)
     return img.astype(np.float32), on_ground
 
@@ -119,15 +89,25 @@ def _backdrop(rng: Rng, cam: Camera, background: np.ndarray | None) -> tuple[np.
 def _corridor(rng: Rng, cam: Camera, sun: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     """One line corridor through the view: (Nx3 points, ground shadow Nx3) per conductor."""
     pixel = rng.uniform([0, 0], [cam.w, cam.h])
-    ray = np.append(pixel, 1) @ np.linalg.inv(cam.K).T @ cam.R
-    height = rng.uniform(0.15, 0.8)  # lowest point of the wires, in camera heights
-    hit = cam.centre + ray * (height - 1) / min(ray[2], -1e-3)
+    ray = np.append(pixel, 1) @ np.linalg.inv(cam.K).T @ cam.R  # unit depth along the optical axis
+    if ray[2] < -0.2:  # looking down: the wires' lowest point, in camera heights
+        height = rng.uniform(0.15, 0.8)
+        depth = (height - 1) / ray[2]
+    else:  # side-on or looking up: the wires at a distance, above or below the UAV
+        depth = np.exp(rng.uniform(np.log(0.3), np.log(4.0)))
+        height = float(np.clip(1 + depth * ray[2], 0.15, 3.0))
+        if height != 1 + depth * ray[2]:  # clipped: move along the ray to that height
+            depth = (height - 1) / ray[2]
+    hit = cam.centre + ray * depth
     yaw = rng.uniform(0, 2 * np.pi)
+    if ray[2] >= -0.2:  # flying beside the line: it crosses the view rather than running into it
+        forward = cam.R[2]
+        yaw = np.arctan2(forward[1], forward[0]) + np.pi / 2 + rng.uniform(-0.6, 0.6)
     along, side = np.array([np.cos(yaw), np.sin(yaw), 0]), np.array([-np.sin(yaw), np.cos(yaw), 0])
-    depth = max(1 - height, 0.05)
-    # 1-4 px where the corridor crosses the chosen pixel; close inspection views up to 8 px
-    wide = rng.random() < 0.25
-    diameter = np.exp(rng.uniform(np.log(4.0), np.log(8.0)) if wide else rng.uniform(0, np.log(4.0))) * depth / cam.f
+    # pixel width where the corridor crosses the chosen pixel: 1-4 px, or 4-12 px for close views
+    wide = rng.random() < 0.45
+    width = np.exp(rng.uniform(np.log(4.0), np.log(12.0)) if wide else rng.uniform(0, np.log(4.0)))
+    diameter = width * depth / cam.f
     span = rng.uniform(1.5, 6)
     sag = rng.uniform(0.005, 0.04) * span
     s = np.linspace(-3 * span, 3 * span, 600)
@@ -135,13 +115,14 @@ def _corridor(rng: Rng, cam: Camera, sun: np.ndarray) -> list[tuple[np.ndarray, 
     k = rng.uniform(1, 4)
     drop = (np.cosh(k / 2) - np.cosh(k * (phase - 0.5))) / (np.cosh(k / 2) - 1)
     n_wires = int(rng.choice([1, 2, 3, 4, 6], p=[0.15, 0.3, 0.3, 0.15, 0.1]))
-    spacing = rng.uniform(8, 50) * depth / cam.f
+    spacing = max(rng.uniform(8, 60), 3 * width) * depth / cam.f
     per_tier = n_wires // 2 if rng.random() < 0.3 and n_wires >= 4 else n_wires  # one or two levels
     wires = []
     for i in range(n_wires):
         lateral = (i % per_tier - (per_tier - 1) / 2) * spacing * side
         pts = hit + s[:, None] * along + lateral
-        pts[:, 2] = min(height + sag * drop.max() + 0.8 * spacing * (i // per_tier), 0.95) - sag * drop
+        top = height + sag * drop.max() + 0.8 * spacing * (i // per_tier)
+        pts[:, 2] = (min(top, 0.95) if height < 0.95 else top) - sag * drop  # never through the camera
         shadow = pts - pts[:, 2:3] / sun[2] * sun
         wires.append((pts, shadow, diameter))
     return wires
@@ -188,6 +169,9 @@ def render_wires(rng: Rng, h: int, w: int, background: np.ndarray | None = None,
     sun = np.array([np.cos(azimuth) * np.cos(elevation), np.sin(azimuth) * np.cos(elevation),
                     np.sin(elevation)])
     img, on_ground = _backdrop(rng, cam, background)
+    if background is None and rng.random() < 0.35:  # a tree close behind the wires
+        leaves, alpha = near_tree(rng, h, w)
+        img += alpha[..., None] * (leaves - img)
     corridors = [_corridor(rng, cam, sun) for _ in range(rng.choice([0, 1, 2], p=[0.05, 0.8, 0.15]))]
     strength = rng.uniform(0.3, 0.7)
     for wires in corridors:
@@ -199,7 +183,7 @@ def render_wires(rng: Rng, h: int, w: int, background: np.ndarray | None = None,
         albedo, shine = _wire_albedo(rng, img), rng.uniform(0, 0.5)
         for pts, _, diameter in wires:
             xy, depth = cam.project(pts)
-            keep = depth > 0.05
+            keep = (depth > 0.05) & (diameter * cam.f < 60 * depth)  # not the span passing by the lens
             if keep.sum() < 2:
                 continue
             c, u = stroke_coverage(h, w, xy[keep], diameter * cam.f / depth[keep])
@@ -211,31 +195,4 @@ def render_wires(rng: Rng, h: int, w: int, background: np.ndarray | None = None,
         leaves, alpha = occluder(rng, h, w)
         img += alpha[..., None] * (leaves - img)
         cover *= 1 - alpha
-    return _sensor(rng, img, light_touch=background is not None), coverage_mask(cover)
-
-
-def _sensor(rng: Rng, img: np.ndarray, light_touch: bool) -> np.ndarray:
-    """Exposure, white balance, vignetting, optics blur, noise and JPEG -> uint8 RGB.
-
-    A user's photo already went through a camera: it gets only the mild version, so that the
-    wires, not the photo, carry a different blur and noise.
-    """
-    if not light_touch:
-        img = img * rng.uniform(0.75, 1.2) * rng.normal(1, 0.04, 3).astype(np.float32)
-        h, w = img.shape[:2]
-        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-        radius2 = ((xx - w / 2) ** 2 + (yy - h / 2) ** 2) / (h * h + w * w) * 4  # 1 at the corners
-        img *= (1 - rng.uniform(0, 0.25) * radius2)[..., None]
-    img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.3, 0.6 if light_touch else 0.9))
-    if rng.random() < 0.2:  # motion blur of the moving UAV: a short line kernel
-        kernel, angle = np.zeros((5, 5), np.float32), rng.uniform(0, np.pi)
-        reach = rng.uniform(0.5, 2)
-        ends = [np.round(2 + sign * reach * np.array([np.cos(angle), np.sin(angle)])).astype(int) for sign in (-1, 1)]
-        cv2.line(kernel, tuple(map(int, ends[0])), tuple(map(int, ends[1])), 1.0)
-        img = cv2.filter2D(img, -1, kernel / kernel.sum())
-    gain = rng.uniform(0.0002, 0.002)  # shot noise grows with the signal, read noise does not
-    img = img + np.sqrt(gain * np.clip(img, 0, 1) + 2e-5) * rng.standard_normal(img.shape).astype(np.float32)
-    rgb = np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)
-    quality = int(rng.integers(55, 96))
-    ok, jpeg = cv2.imencode(".jpg", rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
-    return np.ascontiguousarray(cv2.imdecode(jpeg, cv2.IMREAD_COLOR)[..., ::-1])
+    return sensor(rng, img, light_touch=background is not None), coverage_mask(cover)
