@@ -10,7 +10,10 @@ selected on PLDU's train and val images); training time per arm.
 
 Each run writes a small JSON record under bench/results/sim2real/ carrying the hashes of
 its code, data, starting model and config (bench/records.py): rerun the command and it
-skips what is current, re-runs what changed, and rewrites sim2real.{json,md}.
+skips what is current, re-runs what changed, and rewrites sim2real.{json,md}. The PLDU-only
+arms' code hash leaves the synthetic generator out (they never run it), so a renderer
+change re-runs only the synthetic and pretrain_finetune arms, on a synthetic set rendered
+anew (kept under --work per version of the generator).
 
     python -m bench.sim2real                      # all of it (hours on 2 cores)
     python -m bench.sim2real --seeds 0 --arms pldu synthetic
@@ -147,13 +150,18 @@ class Sim2Real:
         return self.store.current(name, inputs)
 
 
+def files_hash(paths: set[Path]) -> str:
+    """sha256 over the code (`code_text`) of project files, paths sorted."""
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        digest.update(str(path).encode() + b"\0" + code_text(ROOT / path).encode() + b"\0")
+    return digest.hexdigest()[:16]
+
+
 def real_code_hash() -> str:
     """The PLDU-only arms' code: the run module's import closure without the synthetic
     generator, so iterating on the renderer does not make those records stale."""
-    digest = hashlib.sha256()
-    for path in sorted(module_files("bench.sim2real_runs") - GENERATOR):
-        digest.update(str(path).encode() + b"\0" + code_text(ROOT / path).encode() + b"\0")
-    return digest.hexdigest()[:16]
+    return files_hash(module_files("bench.sim2real_runs") - GENERATOR)
 
 
 def _holds(model: Path, expected: str) -> bool:
@@ -166,7 +174,10 @@ def prepared(sections: dict[str, Any], bench: BenchCfg, work: Path, real: Path |
     if real is None:
         real = prepared_data(sections["prepare"], sections["base"], work / "pldu")
     base = BaseCfg(seed=bench.data_seed, towers=sections["base"].towers)
-    with synthetic_set(sections["pretrain"], base, keep_in=work) as synthetic:  # kept: made once
+    # kept (made once) per version of the generator: a set kept by settings alone would
+    # survive a renderer change and feed the old images to the new code's records
+    keep_in = work / f"generator-{files_hash(GENERATOR)}"
+    with synthetic_set(sections["pretrain"], base, keep_in=keep_in) as synthetic:
         return real, synthetic
 
 

@@ -44,7 +44,8 @@ def test_pretrain_finetune_arm_end_to_end(tiny_config, tiny_data, tmp_path, caps
     records = tmp_path / "out" / "sim2real"
     synthetic = json.loads((records / "seed0" / "synthetic.json").read_text())
     tuned = json.loads((records / "seed0" / "pretrain_finetune.json").read_text())
-    (synthetic_set,) = (tmp_path / "work").glob("pretrain-data-*")
+    (synthetic_set,) = (tmp_path / "work").glob("generator-*/pretrain-data-*")
+    assert synthetic_set.parent.name == f"generator-{sim2real.files_hash(sim2real.GENERATOR)}"
     assert synthetic["inputs"]["code"] == tuned["inputs"]["code"] == code_hash("bench.sim2real_runs")
     assert synthetic["inputs"]["start"] == "" and tuned["inputs"]["start"] == synthetic["model_hash"]
     assert tuned["inputs"]["data"] == synthetic["inputs"]["data"] != folder_hash(tiny_data)
@@ -75,14 +76,16 @@ def test_pretrain_finetune_arm_end_to_end(tiny_config, tiny_data, tmp_path, caps
     assert json.loads((records / "seed0" / "pretrain_finetune.json").read_text()) == tuned
 
 
-def test_pldu_only_arms_are_keyed_without_the_renderer(monkeypatch):
+def test_pldu_only_arms_are_keyed_without_the_renderer_and_sets_with_it(monkeypatch):
     original, base = sim2real.code_text, sim2real.real_code_hash()
+    kept_set = sim2real.files_hash(sim2real.GENERATOR)  # names the folder the synthetic set is kept in
 
     def edited(name: str):
         return lambda path: original(path) + ("# edited" if path.name == name else "")
 
     monkeypatch.setattr(sim2real, "code_text", edited("wires.py"))
     assert sim2real.real_code_hash() == base  # a renderer change keeps the PLDU-only records
+    assert sim2real.files_hash(sim2real.GENERATOR) != kept_set  # but renders a new synthetic set
     monkeypatch.setattr(sim2real, "code_text", edited("train.py"))
     assert sim2real.real_code_hash() != base  # a training change does not
     assert base != code_hash("bench.sim2real_runs")  # the arms that use synthetic data hash the renderer too
