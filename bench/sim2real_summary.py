@@ -45,6 +45,7 @@ def _row(arm: str, runs: list[dict[str, Any]], n_resamples: int) -> dict[str, An
                            "steps": [r["steps"] + r.get("start_steps", 0) for r in runs],
                            # training time of the arm: a fine-tuned model's includes its pretraining
                            "minutes": mean_std([(r["seconds"] + r.get("start_seconds", 0.0)) / 60 for r in runs]),
+                           "threads": sorted({r["machine"]["torch_threads"] for r in runs}),
                            "val_score": mean_std([r["val_score"] for r in runs])}
     for name, key in SETS.items():
         if name == "all" and arm not in UNSEEN:
@@ -106,11 +107,14 @@ def markdown(summary: dict[str, Any]) -> str:
         minutes, every = row["minutes"], row.get("all", {})
         lines.append(f"| {row['arm']} | {len(row['seeds'])} | {_cell(row['test']['iou'])} | "
                      f"{_cell(row['test']['tol_f1'])} | {_cell(every.get('iou'))} | {_cell(every.get('tol_f1'))} | "
-                     f"{max(row['steps'])} | {minutes['mean']:.1f} ± {minutes['std']:.1f} |")
+                     f"{max(row['steps'])} | {minutes['mean']:.1f} ± {minutes['std']:.1f} "
+                     f"({'/'.join(map(str, row['threads']))}) |")
     if summary["rows"]:
         first = summary["rows"][0]
         every = [row["all"]["images"] for row in summary["rows"] if "all" in row]
-        lines += ["", f"Images: test {first['test']['images']}" + (f", all {every[0]}." if every else ".")]
+        lines += ["", f"Images: test {first['test']['images']}" + (f", all {every[0]}." if every else "."),
+                  "Minutes: wall time of each arm as run (pretrain_finetune's includes its synthetic start), "
+                  "mean ± sd over seeds, torch threads in brackets; compare arms run under the same conditions."]
     lines += ["", "| difference | seeds | test IoU | test tol F1 |", "|---|---|---|---|"]
     for name, c in summary["comparisons"].items():
         if c:

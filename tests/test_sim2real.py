@@ -115,13 +115,14 @@ def fake_run(arm: str, seed: int, tp: int) -> dict:
                 "fp": [2] * n, "fn": [10 - tp] * n, "tol_pred_hit": [tp] * n, "tol_pred": [tp + 2] * n,
                 "tol_true_hit": [tp] * n, "tol_true": [10] * n}
     return {"arm": arm, "seed": seed, "epochs": 3, "steps": 30, "seconds": 60.0, "val_score": 0.5,
+            "machine": {"torch_threads": 1 if seed else 2},
             "test_counts": table(20), "all_counts": table(30),
             **({"start_steps": 50, "start_seconds": 120.0} if arm == "pretrain_finetune" else {})}
 
 
 @pytest.mark.parametrize(("pretrained_tp", "met"), [(7, True), (5, False)])
 def test_the_goal_needs_two_points_with_the_interval_above_zero(pretrained_tp, met):
-    from bench.sim2real_summary import summarise
+    from bench.sim2real_summary import markdown, summarise
     from pipeline.scoring import COUNTS
 
     assert set(fake_run("pldu", 0, 5)["test_counts"]) == {"names", *COUNTS}
@@ -132,6 +133,8 @@ def test_the_goal_needs_two_points_with_the_interval_above_zero(pretrained_tp, m
     assert summary["goal"]["met"] is met
     (row,) = [r for r in summary["rows"] if r["arm"] == "pretrain_finetune"]
     assert row["steps"] == [80] * 3 and row["minutes"]["mean"] == pytest.approx(3.0)  # pretraining counted
+    md = markdown({**summary, "config": "sim2real.yaml", "commit": "0" * 40})
+    assert row["threads"] == [1, 2] and "| 3.0 ± 0.0 (1/2) |" in md  # how the time was measured
     assert row["test"]["images"] == 20 and "all" not in row  # PLDU-trained: no score on its training images
     (synthetic,) = [r for r in summary["rows"] if r["arm"] == "synthetic"]
     assert synthetic["all"]["images"] == 30 and synthetic["all"]["iou"]["mean"] == pytest.approx(105 / 375)  # pooled
