@@ -50,7 +50,8 @@ from pipeline.pretrain import synthetic_set
 ARMS = ("synthetic", "pldu", "pretrain_finetune", "pldu_equal_steps")
 USED = ("base", "prepare", "model", "train", "trainer", "pretrain")  # the pipeline sections read
 HASHED = ("base", "model", "train", "trainer")  # prepare: the data hash covers it (its paths are local)
-# the synthetic generator: imported by the run module but never run by the PLDU-only arms
+# synthetic-generator files left out of the PLDU-only arms' code hash (they never run them);
+# a generator file missing here (camera.py) only makes those arms re-run when it changes
 GENERATOR = {Path("pipeline/data/sources") / name for name in
              ("synthetic.py", "wires.py", "terrain.py", "trees.py", "scenes.py", "backgrounds.py")}
 
@@ -164,6 +165,13 @@ def real_code_hash() -> str:
     return files_hash(module_files("bench.sim2real_runs") - GENERATOR)
 
 
+def kept_set_folder() -> str:
+    """Where the synthetic set is kept (made once): one folder per version of everything the
+    synthetic source imports. A set kept by settings alone would survive a renderer change
+    and feed the old images to the new code's records."""
+    return f"generator-{code_hash('pipeline.data.sources.synthetic')}"
+
+
 def _holds(model: Path, expected: str) -> bool:
     """Whether the model folder holds the weights with this hash."""
     return (model / "model.pt").exists() and weights_hash(model) == expected
@@ -174,10 +182,7 @@ def prepared(sections: dict[str, Any], bench: BenchCfg, work: Path, real: Path |
     if real is None:
         real = prepared_data(sections["prepare"], sections["base"], work / "pldu")
     base = BaseCfg(seed=bench.data_seed, towers=sections["base"].towers)
-    # kept (made once) per version of the generator: a set kept by settings alone would
-    # survive a renderer change and feed the old images to the new code's records
-    keep_in = work / f"generator-{files_hash(GENERATOR)}"
-    with synthetic_set(sections["pretrain"], base, keep_in=keep_in) as synthetic:
+    with synthetic_set(sections["pretrain"], base, keep_in=work / kept_set_folder()) as synthetic:
         return real, synthetic
 
 

@@ -45,7 +45,7 @@ def test_pretrain_finetune_arm_end_to_end(tiny_config, tiny_data, tmp_path, caps
     synthetic = json.loads((records / "seed0" / "synthetic.json").read_text())
     tuned = json.loads((records / "seed0" / "pretrain_finetune.json").read_text())
     (synthetic_set,) = (tmp_path / "work").glob("generator-*/pretrain-data-*")
-    assert synthetic_set.parent.name == f"generator-{sim2real.files_hash(sim2real.GENERATOR)}"
+    assert synthetic_set.parent.name == sim2real.kept_set_folder()
     assert synthetic["inputs"]["code"] == tuned["inputs"]["code"] == code_hash("bench.sim2real_runs")
     assert synthetic["inputs"]["start"] == "" and tuned["inputs"]["start"] == synthetic["model_hash"]
     assert tuned["inputs"]["data"] == synthetic["inputs"]["data"] != folder_hash(tiny_data)
@@ -78,17 +78,31 @@ def test_pretrain_finetune_arm_end_to_end(tiny_config, tiny_data, tmp_path, caps
 
 def test_pldu_only_arms_are_keyed_without_the_renderer_and_sets_with_it(monkeypatch):
     original, base = sim2real.code_text, sim2real.real_code_hash()
-    kept_set = sim2real.files_hash(sim2real.GENERATOR)  # names the folder the synthetic set is kept in
 
     def edited(name: str):
         return lambda path: original(path) + ("# edited" if path.name == name else "")
 
     monkeypatch.setattr(sim2real, "code_text", edited("wires.py"))
     assert sim2real.real_code_hash() == base  # a renderer change keeps the PLDU-only records
-    assert sim2real.files_hash(sim2real.GENERATOR) != kept_set  # but renders a new synthetic set
     monkeypatch.setattr(sim2real, "code_text", edited("train.py"))
     assert sim2real.real_code_hash() != base  # a training change does not
     assert base != code_hash("bench.sim2real_runs")  # the arms that use synthetic data hash the renderer too
+
+
+def test_any_generator_change_renders_a_new_kept_set(monkeypatch):
+    from bench import records
+
+    kept, original = sim2real.kept_set_folder(), records.code_text
+    try:
+        for name in ("camera.py", "wires.py"):  # camera.py is not in GENERATOR; the set must still change
+            monkeypatch.setattr(records, "code_text",
+                                lambda path, name=name: original(path) + ("# edited" if path.name == name else ""))
+            sim2real.code_hash.cache_clear()
+            assert sim2real.kept_set_folder() != kept
+    finally:
+        monkeypatch.undo()
+        sim2real.code_hash.cache_clear()
+    assert sim2real.kept_set_folder() == kept
 
 
 def test_unknown_arm_and_early_stopping_are_refused(tiny_config, tmp_path):
