@@ -86,6 +86,20 @@ def test_near_tree_is_an_opaque_crown_of_leaves_or_twigs():
     assert max(covered) > 0.2  # crowns fill a good part of the view, not a speck
 
 
+
+def test_each_leaf_is_opaque_exactly_where_it_is_coloured():
+    """A leaf's opacity must follow its rotated shape: an unrotated cut-out would clip
+    the leaves at a crown's edge to the wrong ellipse."""
+    from pipeline.data.sources.trees import _leaves
+
+    for i in range(3):
+        colour, alpha = np.zeros((64, 64, 3), np.float32), np.zeros((64, 64), np.float32)
+        _leaves(np.random.default_rng(i), colour, alpha, np.ones((64, 64), bool))
+        coloured, opaque = colour.max(-1) > 0, alpha > 0
+        assert coloured.any()
+        assert (coloured != opaque).mean() == 0, f"seed {i}: {(coloured != opaque).mean():.3f} of pixels differ"
+
+
 def wires_cfg(**update) -> SyntheticCfg:
     return SyntheticCfg(n_train=4, n_val=1, n_test=1, height=64, width=80, renderer="wires", **update)
 

@@ -33,8 +33,9 @@ def _leaves(rng: Rng, colour: np.ndarray, alpha: np.ndarray, where: np.ndarray) 
         grey = rng.uniform(0, 0.5)  # sunlit leaves read whiter (specular), shaded ones darker
         tone = hue + grey * (hue.mean() - hue)
         shade = tuple(float(c) for c in np.clip(tone * rng.uniform(0.2, 1.5), 0, 1))
-        cv2.ellipse(colour, centre, axes, rng.uniform(0, 180), 0, 360, shade, -1, cv2.LINE_AA, SHIFT)
-        cv2.ellipse(alpha, centre, axes, 0, 0, 360, 1.0, -1, cv2.LINE_AA, SHIFT)
+        angle = rng.uniform(0, 180)  # one angle for colour and opacity: the leaf's shape is its cut-out
+        cv2.ellipse(colour, centre, axes, angle, 0, 360, shade, -1, cv2.LINE_AA, SHIFT)
+        cv2.ellipse(alpha, centre, axes, angle, 0, 360, 1.0, -1, cv2.LINE_AA, SHIFT)
 
 
 def _branch(rng: Rng, layer: np.ndarray, start: np.ndarray, angle: float, length: float, width: float,

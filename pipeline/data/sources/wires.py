@@ -90,7 +90,8 @@ def _corridor(rng: Rng, cam: Camera, sun: np.ndarray) -> list[tuple[np.ndarray, 
     """One line corridor through the view: (Nx3 points, ground shadow Nx3) per conductor."""
     pixel = rng.uniform([0, 0], [cam.w, cam.h])
     ray = np.append(pixel, 1) @ np.linalg.inv(cam.K).T @ cam.R  # unit depth along the optical axis
-    if ray[2] < -0.2:  # looking down: the wires' lowest point, in camera heights
+    side_on = ray[2] >= -0.2  # level or looking up: flying beside the line, not above it
+    if not side_on:  # looking down: the wires' lowest point, in camera heights
         height = rng.uniform(0.15, 0.8)
         depth = (height - 1) / ray[2]
     else:  # side-on or looking up: the wires at a distance, above or below the UAV
@@ -100,7 +101,7 @@ def _corridor(rng: Rng, cam: Camera, sun: np.ndarray) -> list[tuple[np.ndarray, 
             depth = (height - 1) / ray[2]
     hit = cam.centre + ray * depth
     yaw = rng.uniform(0, 2 * np.pi)
-    if ray[2] >= -0.2:  # flying beside the line: it crosses the view rather than running into it
+    if side_on:  # beside the line, it crosses the view rather than running into it
         forward = cam.R[2]
         yaw = np.arctan2(forward[1], forward[0]) + np.pi / 2 + rng.uniform(-0.6, 0.6)
     along, side = np.array([np.cos(yaw), np.sin(yaw), 0]), np.array([-np.sin(yaw), np.cos(yaw), 0])
