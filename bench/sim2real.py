@@ -3,7 +3,9 @@
 Arms, per seed: `synthetic` (the synthetic set alone, the `pretrain` settings); `pldu` (the
 80 PLDU training images alone, `train.epochs`); `pretrain_finetune` (the synthetic arm's
 model, then `train.epochs` on PLDU); `pldu_equal_steps` (PLDU alone with as many optimiser
-steps as pretraining + fine-tuning took). Checkpoints are selected on val only; every
+steps as pretraining + fine-tuning took); and `synthetic_outline` / `outline_finetune`, the
+first and third on the same images with PLD-UAV-shaped labels (bench/sim2real_outline.py: does
+pretraining on wire edges rather than whole wires help?). Checkpoints are selected on val only; every
 threshold is tuned on PLDU val. Scores: the 20 PLDU test images (strict IoU, tolerance F1,
 BCa intervals), and all 120 images for the synthetic arm only (the others trained and
 selected on PLDU's train and val images); training time per arm.
@@ -47,7 +49,9 @@ from bench.records import (
 from pipeline.config import BaseCfg, Strict
 from pipeline.pretrain import synthetic_set
 
-ARMS = ("synthetic", "pldu", "pretrain_finetune", "pldu_equal_steps")
+ARMS = ("synthetic", "pldu", "pretrain_finetune", "pldu_equal_steps", "synthetic_outline", "outline_finetune")
+PRETRAINING = ("synthetic", "synthetic_outline")  # arms trained on the synthetic set alone
+STARTS = {"pretrain_finetune": "synthetic", "outline_finetune": "synthetic_outline"}  # fine-tuned: their start
 USED = ("base", "prepare", "model", "train", "trainer", "pretrain")  # the pipeline sections read
 HASHED = ("base", "model", "train", "trainer")  # prepare: the data hash covers it (its paths are local)
 # synthetic-generator files left out of the PLDU-only arms' code hash (they never run them);
@@ -99,14 +103,16 @@ class Sim2Real:
 
     def spec(self, seed: int, arm: str, start: str = "") -> tuple[str, dict[str, str], Path]:
         """A record's name, inputs (code, data, starting model, config) and model folder."""
-        uses_synthetic = arm in ("synthetic", "pretrain_finetune")
+        uses_synthetic = arm in PRETRAINING or arm in STARTS
         data = config_hash([self.real_hash, self.synthetic_hash]) if uses_synthetic else self.real_hash
         values = [[self.dumped[n] for n in HASHED], arm, seed]
-        if arm == "synthetic":
+        if arm in PRETRAINING:
             values += [self.dumped["pretrain"], self.bench.data_seed]
         if arm == "pldu_equal_steps":
             values.append(self.equal_steps_epochs())
         code = code_hash("bench.sim2real_runs") if uses_synthetic else real_code_hash()
+        if "outline" in arm:  # the relabelling is code of these arms too
+            code = config_hash([code, code_hash("bench.sim2real_outline")])
         inputs = {"code": code, "data": data, "start": start,
                   "config": config_hash(values)}
         return f"seed{seed}/{arm}", inputs, self.work / f"seed{seed}" / arm
@@ -116,37 +122,45 @@ class Sim2Real:
         from bench.sim2real_runs import real_run, synthetic_run
 
         start, start_folder = "", None
-        if arm == "pretrain_finetune":
-            synthetic = self.run(seed, "synthetic")
-            start = synthetic["model_hash"]
+        if arm in STARTS:
+            pretrained = self.run(seed, STARTS[arm])
+            start = pretrained["model_hash"]
         name, inputs, folder = self.spec(seed, arm, start)
         record = self.store.current(name, inputs)
         if record is not None and (not need_model or _holds(folder / "model", record["model_hash"])):
             return record
-        if arm == "pretrain_finetune":  # its start must be on this machine (retrained: its hash may move)
-            synthetic = self.run(seed, "synthetic", need_model=True)
-            name, inputs, folder = self.spec(seed, arm, synthetic["model_hash"])
-            start_folder = self.spec(seed, "synthetic")[2] / "model"
+        if arm in STARTS:  # its start must be on this machine (retrained: its hash may move)
+            pretrained = self.run(seed, STARTS[arm], need_model=True)
+            name, inputs, folder = self.spec(seed, arm, pretrained["model_hash"])
+            start_folder = self.spec(seed, STARTS[arm])[2] / "model"
         print(f"{time.strftime('%H:%M:%S')} {name}: running", flush=True)
         train_epochs = self.sections["train"].epochs
-        if arm == "synthetic":
-            body = synthetic_run(self.sections, self.synthetic, self.real, folder, seed)
+        if arm in PRETRAINING:
+            images = self.outlined() if arm == "synthetic_outline" else self.synthetic
+            body = {**synthetic_run(self.sections, images, self.real, folder, seed), "arm": arm}
         elif arm == "pldu_equal_steps":
             body = real_run(arm, self.sections, self.real, folder, seed, self.equal_steps_epochs())
         else:
             body = real_run(arm, self.sections, self.real, folder, seed, train_epochs, start_folder)
-        if arm == "pretrain_finetune":
-            body.update(start_steps=synthetic["steps"], start_seconds=synthetic["seconds"])
+        if arm in STARTS:
+            body.update(start_steps=pretrained["steps"], start_seconds=pretrained["seconds"])
         return self.store.save(name, inputs, {**body, "model_hash": weights_hash(folder / "model")})
+
+    def outlined(self) -> Path:
+        """The synthetic set with outline labels, made once beside it."""
+        from bench.sim2real_outline import outline_set
+
+        tag = code_hash("bench.sim2real_outline")
+        return outline_set(self.synthetic, self.synthetic.with_name(f"{self.synthetic.name}-outline-{tag}"))
 
     def current(self, seed: int, arm: str) -> dict[str, Any] | None:
         """The current record of (seed, arm) without running anything (None: missing or stale)."""
         start = ""
-        if arm == "pretrain_finetune":
-            synthetic = self.current(seed, "synthetic")
-            if synthetic is None:
+        if arm in STARTS:
+            pretrained = self.current(seed, STARTS[arm])
+            if pretrained is None:
                 return None
-            start = synthetic["model_hash"]
+            start = pretrained["model_hash"]
         name, inputs, _ = self.spec(seed, arm, start)
         return self.store.current(name, inputs)
 

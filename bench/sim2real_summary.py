@@ -17,9 +17,10 @@ SETS = {"test": "test_counts", "all": "all_counts"}  # the test split; every ima
 # The PLDU-trained arms trained and selected on PLDU's train and val images: their score on
 # "all" 120 images would include those, so only arms that never saw PLDU get one, and the
 # comparisons use the test split alone.
-UNSEEN = ("synthetic",)
+UNSEEN = ("synthetic", "synthetic_outline")
 METRICS = ("iou", "tol_f1")
-COMPARE = (("pretrain_finetune", "pldu_equal_steps"), ("pretrain_finetune", "pldu"), ("synthetic", "pldu"))
+COMPARE = (("pretrain_finetune", "pldu_equal_steps"), ("pretrain_finetune", "pldu"), ("synthetic", "pldu"),
+           ("outline_finetune", "pldu_equal_steps"), ("outline_finetune", "pretrain_finetune"))
 GOAL_POINTS = 0.02  # pretraining + fine-tuning must beat the equal-steps control by 2 test IoU points
 
 
@@ -113,7 +114,7 @@ def markdown(summary: dict[str, Any]) -> str:
         first = summary["rows"][0]
         every = [row["all"]["images"] for row in summary["rows"] if "all" in row]
         lines += ["", f"Images: test {first['test']['images']}" + (f", all {every[0]}." if every else "."),
-                  "Minutes: wall time of each arm as run (pretrain_finetune's includes its synthetic start), "
+                  "Minutes: wall time of each arm as run (a fine-tuned arm's includes its synthetic start), "
                   "mean ± sd over seeds, torch threads in brackets; compare arms run under the same conditions."]
     lines += ["", "| difference | seeds | test IoU | test tol F1 |", "|---|---|---|---|"]
     for name, c in summary["comparisons"].items():

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -13,6 +15,7 @@ import yaml
 from bench import sim2real, sim2real_runs
 from bench.records import code_hash, folder_hash, weights_hash
 from pipeline.artifact import load_model
+from pipeline.labels import IGNORE_INDEX, LINE
 from tests.conftest import ROOT
 
 
@@ -190,3 +193,40 @@ def test_equal_steps_epochs_by_hand(monkeypatch):
     for pretrain_epochs, expected in ((3, 5 + 8), (2, 5 + 5), (4, 5 + 10)):  # 30/4 -> 8, 20/4 -> 5, 40/4 -> 10
         b.sections = {"pretrain": SimpleNamespace(epochs=pretrain_epochs), "train": TrainCfg(epochs=5)}
         assert b.equal_steps_epochs() == expected
+
+
+def test_outline_labels_keep_a_wires_edges_and_ignore_its_inside():
+    from bench.sim2real_outline import outline_mask
+
+    mask = np.zeros((12, 10), np.uint8)
+    mask[2] = LINE  # a 1 px wire: all edge
+    mask[5:10] = LINE  # a 5 px wire: two edge rows, 3 rows inside
+    mask[5:10, 0] = IGNORE_INDEX  # the coverage rule's partly covered pixels stay ignored
+    out = outline_mask(mask)
+    assert (out[2] == LINE).all() and (out[[5, 9], 1:] == LINE).all()
+    assert (out[6:9, 2:] == IGNORE_INDEX).all() and (out[6:9, 1] == LINE).all()  # beside the ignored column
+    assert (out[mask == 0] == 0).all() and (out[mask == IGNORE_INDEX] == IGNORE_INDEX).all()
+
+
+def test_outline_arm_pretrains_on_the_outlined_set_and_fine_tunes_from_it(tiny_config, tiny_data, tmp_path,
+                                                                           monkeypatch):
+    seen = []  # the sets the pretraining arms trained on
+    real_run = sim2real_runs.synthetic_run
+    monkeypatch.setattr(sim2real_runs, "synthetic_run", lambda s, data, *a: seen.append(data) or real_run(s, data, *a))
+    sim2real.main(["--config", str(tiny_config), "--data", str(tiny_data), "--work", str(tmp_path / "work"),
+                   "--out", str(tmp_path / "out"), "--arms", "outline_finetune"])
+    records = tmp_path / "out" / "sim2real" / "seed0"
+    pretrained = json.loads((records / "synthetic_outline.json").read_text())
+    tuned = json.loads((records / "outline_finetune.json").read_text())
+    assert pretrained["arm"] == "synthetic_outline" and tuned["inputs"]["start"] == pretrained["model_hash"]
+    assert tuned["start_steps"] == pretrained["steps"] and not (records / "synthetic.json").exists()
+    (outlined,) = seen
+    coverage = outlined.with_name(outlined.name.split("-outline-")[0])
+    assert outlined != coverage and json.loads((outlined / "manifest.json").read_text())["labels"]
+    names = sorted(p.name for p in (coverage / "train" / "masks").iterdir())
+    assert names == sorted(p.name for p in (outlined / "train" / "masks").iterdir())
+    line = [sum(int((cv2.imread(str(d / "train" / "masks" / n), cv2.IMREAD_UNCHANGED) == LINE).sum()) for n in names)
+            for d in (coverage, outlined)]
+    assert 0 < line[1] < line[0]  # the insides of the wider wires are now ignored
+    code = sim2real.code_hash("bench.sim2real_runs")
+    assert pretrained["inputs"]["code"] not in (code, sim2real.real_code_hash())  # the relabelling is hashed too
