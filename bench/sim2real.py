@@ -7,7 +7,7 @@ steps as pretraining + fine-tuning took); and `synthetic_outline` / `outline_fin
 first and third on the same images with PLD-UAV-shaped labels (bench/sim2real_outline.py: does
 pretraining on wire edges rather than whole wires help?). Checkpoints are selected on val only; every
 threshold is tuned on PLDU val. Scores: the 20 PLDU test images (strict IoU, tolerance F1,
-BCa intervals), and all 120 images for the synthetic arm only (the others trained and
+BCa intervals), and all 120 images for the synthetic arms only (the others trained and
 selected on PLDU's train and val images); training time per arm.
 
 Each run writes a small JSON record under bench/results/sim2real/ carrying the hashes of
@@ -52,6 +52,7 @@ from pipeline.pretrain import synthetic_set
 ARMS = ("synthetic", "pldu", "pretrain_finetune", "pldu_equal_steps", "synthetic_outline", "outline_finetune")
 PRETRAINING = ("synthetic", "synthetic_outline")  # arms trained on the synthetic set alone
 STARTS = {"pretrain_finetune": "synthetic", "outline_finetune": "synthetic_outline"}  # fine-tuned: their start
+OUTLINED = ("synthetic_outline", "outline_finetune")  # on outline labels (bench/sim2real_outline.py)
 USED = ("base", "prepare", "model", "train", "trainer", "pretrain")  # the pipeline sections read
 HASHED = ("base", "model", "train", "trainer")  # prepare: the data hash covers it (its paths are local)
 # synthetic-generator files left out of the PLDU-only arms' code hash (they never run them);
@@ -111,7 +112,7 @@ class Sim2Real:
         if arm == "pldu_equal_steps":
             values.append(self.equal_steps_epochs())
         code = code_hash("bench.sim2real_runs") if uses_synthetic else real_code_hash()
-        if "outline" in arm:  # the relabelling is code of these arms too
+        if arm in OUTLINED:  # the relabelling is code of these arms too
             code = config_hash([code, code_hash("bench.sim2real_outline")])
         inputs = {"code": code, "data": data, "start": start,
                   "config": config_hash(values)}
