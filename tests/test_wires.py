@@ -86,7 +86,6 @@ def test_near_tree_is_an_opaque_crown_of_leaves_or_twigs():
     assert max(covered) > 0.2  # crowns fill a good part of the view, not a speck
 
 
-
 def test_each_leaf_is_opaque_exactly_where_it_is_coloured():
     """A leaf's opacity must follow its rotated shape: an unrotated cut-out would clip
     the leaves at a crown's edge to the wrong ellipse."""
