@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import math
 import sys
 import time
@@ -35,7 +34,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from bench.preset import prepared_data
+from bench.preset import prepared_data, prepared_hash
 from bench.records import (
     ROOT,
     RecordStore,
@@ -164,32 +163,6 @@ class Sim2Real:
             start = pretrained["model_hash"]
         name, inputs, _ = self.spec(seed, arm, start)
         return self.store.current(name, inputs)
-
-
-LOCAL_KEYS = {"root", "split_file", "path"}  # a prepared set's manifest: where this clone found its inputs
-
-
-def _without_local(value: Any) -> Any:
-    """A manifest value without its LOCAL_KEYS, at any depth."""
-    if isinstance(value, dict):
-        return {k: _without_local(v) for k, v in value.items() if k not in LOCAL_KEYS}
-    if isinstance(value, list):
-        return [_without_local(v) for v in value]
-    return value
-
-
-def prepared_hash(folder: Path) -> str:
-    """sha256 over a prepared set's files (relative names and contents), its manifest without
-    paths: the same images and masks prepared in another clone or on another machine keep
-    their hash. (folder_hash read the manifest's absolute paths, so every record went stale
-    on a machine whose clone had another name.)"""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        name, content = path.relative_to(folder), path.read_bytes()
-        if name == Path("manifest.json"):
-            content = json.dumps(_without_local(json.loads(content)), sort_keys=True).encode()
-        digest.update(str(name).encode() + b"\0" + content + b"\0")
-    return digest.hexdigest()[:16]
 
 
 def files_hash(paths: set[Path]) -> str:
