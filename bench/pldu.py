@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.device_table import table_folder, table_hash
-from bench.preset import BenchCfg, load_config, prepared_data, prepared_hash
-from bench.records import ROOT, RecordStore, code_hash, config_hash, weights_hash
+from bench.preset import BenchCfg, load_config, prepared_data
+from bench.records import ROOT, RecordStore, code_hash, config_hash, folder_hash, weights_hash
 from pipeline.config import PruneCfg
 from pipeline.pruning.costs import Target
 from pipeline.pruning.latency_target import LatencyPlan
@@ -43,7 +43,7 @@ class Benchmark:
     def __init__(self, bench: BenchCfg, sections: dict[str, Any], data: Path, work: Path, records: Path) -> None:
         self.bench, self.sections, self.data, self.work = bench, sections, data, work
         self.store = RecordStore(records)
-        self.data_hash = prepared_hash(data)
+        self.data_hash = folder_hash(data)
         self.dumped = {name: section.model_dump() for name, section in sections.items()}
 
     def inputs(self, module: str, start: str | None, sections: tuple[str, ...], *values: Any) -> dict[str, str]:

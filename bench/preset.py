@@ -3,8 +3,6 @@ sections it reads."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -68,28 +66,3 @@ def prepared_data(cfg: PrepareCfg, base: BaseCfg, out: Path) -> Path:
         prepare(cfg.model_copy(update={"root": str(source), "split_file": split_file}), base, out)
     return out
 
-
-LOCAL_KEYS = {"root", "split_file", "path"}  # a prepared set's manifest: where this clone found its inputs
-
-
-def _without_local(value: Any) -> Any:
-    """A manifest value without its LOCAL_KEYS, at any depth."""
-    if isinstance(value, dict):
-        return {k: _without_local(v) for k, v in value.items() if k not in LOCAL_KEYS}
-    if isinstance(value, list):
-        return [_without_local(v) for v in value]
-    return value
-
-
-def prepared_hash(folder: Path) -> str:
-    """sha256 over a prepared set's files (relative names and contents), its manifest without
-    paths: the same images and masks prepared in another clone or on another machine keep
-    their hash. (folder_hash read the manifest's absolute paths, so every record went stale
-    on a machine whose clone had another name.)"""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        name, content = path.relative_to(folder), path.read_bytes()
-        if name == Path("manifest.json"):
-            content = json.dumps(_without_local(json.loads(content)), sort_keys=True).encode()
-        digest.update(str(name).encode() + b"\0" + content + b"\0")
-    return digest.hexdigest()[:16]

@@ -62,11 +62,29 @@ def code_hash(*modules: str) -> str:
     return digest.hexdigest()[:16]
 
 
+LOCAL_KEYS = {"root", "split_file", "path"}  # a prepared set's manifest: where this clone found its inputs
+
+
+def _without_local(value: Any) -> Any:
+    """A manifest value without its LOCAL_KEYS, at any depth."""
+    if isinstance(value, dict):
+        return {k: _without_local(v) for k, v in value.items() if k not in LOCAL_KEYS}
+    if isinstance(value, list):
+        return [_without_local(v) for v in value]
+    return value
+
+
 def folder_hash(folder: Path) -> str:
-    """sha256 over every file of a folder (relative names and contents), e.g. prepared data."""
+    """sha256 over a prepared set's files (relative names and contents), its manifest without
+    machine-local paths: the same images and masks prepared in another clone or on another
+    machine keep their hash (records made before f374eba hashed those paths, so they went
+    stale in any clone of another name)."""
     digest = hashlib.sha256()
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes() + b"\0")
+        name, content = path.relative_to(folder), path.read_bytes()
+        if name == Path("manifest.json"):
+            content = json.dumps(_without_local(json.loads(content)), sort_keys=True).encode()
+        digest.update(str(name).encode() + b"\0" + content + b"\0")
     return digest.hexdigest()[:16]
 
 

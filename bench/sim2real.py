@@ -34,13 +34,14 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from bench.preset import prepared_data, prepared_hash
+from bench.preset import prepared_data
 from bench.records import (
     ROOT,
     RecordStore,
     code_hash,
     code_text,
     config_hash,
+    folder_hash,
     load_bench_config,
     module_files,
     weights_hash,
@@ -89,7 +90,7 @@ class Sim2Real:
                  records: Path) -> None:
         self.bench, self.sections, self.real, self.synthetic, self.work = bench, sections, real, synthetic, work
         self.store = RecordStore(records)
-        self.real_hash, self.synthetic_hash = prepared_hash(real), prepared_hash(synthetic)
+        self.real_hash, self.synthetic_hash = folder_hash(real), folder_hash(synthetic)
         self.dumped = {name: section.model_dump() for name, section in sections.items()}
 
     def equal_steps_epochs(self) -> int:

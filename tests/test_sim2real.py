@@ -14,8 +14,7 @@ import torch
 import yaml
 
 from bench import sim2real, sim2real_runs
-from bench.preset import prepared_hash
-from bench.records import code_hash, weights_hash
+from bench.records import code_hash, folder_hash, weights_hash
 from pipeline.artifact import load_model
 from pipeline.labels import IGNORE_INDEX, LINE
 from tests.conftest import ROOT
@@ -53,8 +52,8 @@ def test_pretrain_finetune_arm_end_to_end(tiny_config, tiny_data, tmp_path, caps
     assert synthetic_set.parent.name == sim2real.kept_set_folder()
     assert synthetic["inputs"]["code"] == tuned["inputs"]["code"] == code_hash("bench.sim2real_runs")
     assert synthetic["inputs"]["start"] == "" and tuned["inputs"]["start"] == synthetic["model_hash"]
-    assert tuned["inputs"]["data"] == synthetic["inputs"]["data"] != prepared_hash(tiny_data)
-    assert synthetic_set.is_dir() and prepared_hash(synthetic_set) != prepared_hash(tiny_data)
+    assert tuned["inputs"]["data"] == synthetic["inputs"]["data"] != folder_hash(tiny_data)
+    assert synthetic_set.is_dir() and folder_hash(synthetic_set) != folder_hash(tiny_data)
     assert tuned["model_hash"] == weights_hash(tmp_path / "work" / "seed0" / "pretrain_finetune" / "model")
     assert tuned["model_hash"] != synthetic["model_hash"]
     pretrained = load_model(tmp_path / "work" / "seed0" / "synthetic" / "model")[0].state_dict()
@@ -88,10 +87,10 @@ def test_a_prepared_sets_hash_ignores_where_it_was_prepared_but_not_its_pixels(t
     manifest.update(root="/another/clone/data", split_file="/another/clone/splits.json")
     manifest["files"][0]["meta"]["path"] = "/another/clone/data/0.png"
     (elsewhere / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    assert prepared_hash(elsewhere) == prepared_hash(tiny_data)
+    assert folder_hash(elsewhere) == folder_hash(tiny_data)
     mask = next((elsewhere / "train" / "masks").glob("*.png"))
     cv2.imwrite(str(mask), 255 - cv2.imread(str(mask), cv2.IMREAD_UNCHANGED))
-    assert prepared_hash(elsewhere) != prepared_hash(tiny_data)
+    assert folder_hash(elsewhere) != folder_hash(tiny_data)
 
 
 def test_pldu_only_arms_are_keyed_without_the_renderer_and_sets_with_it(monkeypatch):
